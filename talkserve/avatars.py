@@ -1,0 +1,147 @@
+"""Avatar registry: detect the face once, store portrait + crop box + prepared crop in SQLite.
+
+Requests then carry only `avatar_id`; the lip-sync step reads the prepared data, never a detector.
+Writes are single transactions, so a failed registration stores nothing and a replaced avatar is
+never seen half-written by a concurrent reader (WAL mode).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from talkserve.models.wav2lip import FACE_SIZE
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Haar boxes stop above the chin; Wav2Lip's own S3FD pads the bottom too. Fractions of the box.
+PAD_TOP, PAD_BOTTOM, PAD_SIDES = 0.0, 0.2, 0.05
+MAX_SIDE = 1024  # portraits are streamed as raw RGB frames; bound the per-frame bytes
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS avatars (
+    id TEXT PRIMARY KEY,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    x1 INTEGER NOT NULL, y1 INTEGER NOT NULL, x2 INTEGER NOT NULL, y2 INTEGER NOT NULL,
+    portrait_png BLOB NOT NULL,
+    detector TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (datetime('now'))
+)
+"""
+
+
+class AvatarError(ValueError):
+    """A registration or lookup that cannot proceed; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Avatar:
+    id: str
+    portrait: np.ndarray  # (H, W, 3) uint8 RGB
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2 of the pasted face region
+
+    @property
+    def face(self) -> np.ndarray:
+        """(96, 96, 3) uint8 RGB crop that Wav2Lip animates."""
+        x1, y1, x2, y2 = self.box
+        return cv2.resize(self.portrait[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def decode_image(data: bytes, source: str = "image") -> np.ndarray:
+    """Bytes of a PNG/JPEG/... → (H, W, 3) uint8 RGB; raises AvatarError if it is not an image."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if img is None:
+        raise AvatarError(f"{source}: not a readable image file")
+    if max(img.shape[:2]) > MAX_SIDE:
+        scale = MAX_SIDE / max(img.shape[:2])
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def detect_face(rgb: np.ndarray, source: str = "image") -> tuple[int, int, int, int]:
+    """Largest frontal face (OpenCV Haar cascade shipped in opencv), padded for Wav2Lip."""
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    min_side = max(32, min(rgb.shape[:2]) // 10)
+    faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    if len(faces) == 0:
+        raise AvatarError(f"{source}: no face found (needs one frontal face)")
+    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+    height, width = rgb.shape[:2]
+    x1 = max(0, int(x - PAD_SIDES * w))
+    x2 = min(width, int(x + w + PAD_SIDES * w))
+    y1 = max(0, int(y - PAD_TOP * h))
+    y2 = min(height, int(y + h + PAD_BOTTOM * h))
+    return x1, y1, x2, y2
+
+
+class AvatarStore:
+    """SQLite-backed avatar registry. Safe to share between processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute(SCHEMA)
+        return con
+
+    def add(self, image_path: str | Path, avatar_id: str, replace: bool = False) -> Avatar:
+        if not ID_PATTERN.match(avatar_id):
+            raise AvatarError(f"avatar id {avatar_id!r}: use 1-64 letters, digits, '_', '.', '-'")
+        path = Path(image_path)
+        if not path.is_file():
+            raise AvatarError(f"{path}: no such file")
+        rgb = decode_image(path.read_bytes(), str(path))
+        box = detect_face(rgb, str(path))
+        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        assert ok, "PNG encoding of a decoded image cannot fail"
+        row = (avatar_id, rgb.shape[1], rgb.shape[0], *box, png.tobytes(), "opencv-haar-frontalface")
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        con = self._connect()
+        try:
+            con.execute(
+                f"{verb} INTO avatars (id, width, height, x1, y1, x2, y2, portrait_png, detector)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        except sqlite3.IntegrityError:
+            raise AvatarError(f"avatar id {avatar_id!r} already exists (use --replace)") from None
+        finally:
+            con.close()
+        return Avatar(avatar_id, rgb, box)
+
+    def get(self, avatar_id: str) -> Avatar:
+        con = self._connect()
+        try:
+            row = con.execute(
+                "SELECT x1, y1, x2, y2, portrait_png FROM avatars WHERE id = ?", (avatar_id,)
+            ).fetchone()
+        finally:
+            con.close()
+        if row is None:
+            raise AvatarError(f"avatar_id {avatar_id!r} is not registered")
+        *box, png = row
+        rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return Avatar(avatar_id, rgb, tuple(box))
+
+    def exists(self, avatar_id: str) -> bool:
+        con = self._connect()
+        try:
+            return con.execute("SELECT 1 FROM avatars WHERE id = ?", (avatar_id,)).fetchone() is not None
+        finally:
+            con.close()
+
+    def list(self) -> list[tuple[str, int, int, str]]:
+        con = self._connect()
+        try:
+            return con.execute("SELECT id, width, height, created_at FROM avatars ORDER BY id").fetchall()
+        finally:
+            con.close()

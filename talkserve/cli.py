@@ -1,0 +1,180 @@
+"""`talkserve` command line: build, serve, say, avatar, demo, train-llm."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from talkserve.recipe import SAMPLE_PORTRAIT, Recipe, RecipeError, load_recipe, talkserve_home
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+avatar_app = typer.Typer(no_args_is_help=True, help="Register and list avatars (portraits).")
+app.add_typer(avatar_app, name="avatar")
+
+DEFAULT_OUTPUT = Path("model_repository")
+PRESETS = {"fp32": Recipe}  # name → recipe factory; build/recipes/<name>.yaml spells each out
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def resolve_recipe(spec: str) -> Recipe:
+    if spec in PRESETS and not Path(spec).exists():
+        return PRESETS[spec]()
+    try:
+        return load_recipe(spec)
+    except RecipeError as e:
+        fail(str(e))
+
+
+def db_path(db: Path | None) -> Path:
+    return db or talkserve_home() / "avatars.db"
+
+
+def do_build(recipe: Recipe, output: Path) -> Path:
+    from talkserve.repository import build
+    from talkserve.targets.cpu import STEPS
+
+    start = time.monotonic()
+    current = build(recipe, output, STEPS, progress=lambda s: typer.echo(f"  · {s}"))
+    typer.echo(f"built {recipe.name} → {current} ({current.resolve().name}) in {time.monotonic() - start:.1f}s")
+    return current
+
+
+@app.command("build")
+def build_cmd(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML path or preset name (fp32)")] = "fp32",
+    output: Annotated[Path, typer.Option(help="Repository root; Triton serves <output>/current")] = DEFAULT_OUTPUT,
+) -> None:
+    """Export, validate and package every model of a recipe into a Triton model repository."""
+    try:
+        do_build(resolve_recipe(recipe), output)
+    except (ValueError, RuntimeError, OSError) as e:
+        fail(f"build failed, previous repository untouched: {e}")
+
+
+@app.command()
+def serve(
+    repository: Annotated[Path, typer.Option(help="Model repository to serve")] = DEFAULT_OUTPUT / "current",
+    grpc_port: int = 8001, http_port: int = 8000, metrics_port: int = 8002,
+    exit_timeout: Annotated[int, typer.Option(help="Seconds to drain in-flight requests on SIGTERM")] = 30,
+) -> None:
+    """Run the embedded tritonserver on a repository until SIGTERM/SIGINT."""
+    from talkserve.serve import Ports, Server, ServerError
+
+    server = Server(repository, Ports(grpc_port, http_port, metrics_port), exit_timeout=exit_timeout)
+    stop = {"now": False}
+
+    def on_signal(signum, _frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.log = None
+        server.start()
+    except ServerError as e:
+        fail(str(e))
+    typer.echo(f"ready: grpc :{grpc_port}  http :{http_port}  metrics :{metrics_port}/metrics")
+    while not stop["now"] and server.proc.poll() is None:
+        time.sleep(0.5)
+    code = server.stop()
+    raise typer.Exit(code or 0)
+
+
+@app.command()
+def say(
+    text: Annotated[str, typer.Argument(help="What the user says")],
+    avatar: Annotated[str, typer.Option(help="Registered avatar id")] = "sample",
+    output: Annotated[Path, typer.Option("-o", "--output", help="mp4 to write")] = Path("reply.mp4"),
+    url: Annotated[str, typer.Option(help="Triton gRPC address")] = "127.0.0.1:8001",
+    max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit")] = None,
+) -> None:
+    """Ask the served digital human; write its reply as H.264 + AAC mp4."""
+    from talkserve.speak import speak
+
+    try:
+        result = speak(url, text, avatar, output, max_new_tokens)
+    except Exception as e:  # noqa: BLE001 - a CLI reports, it does not trace back
+        fail(str(e))
+    typer.echo(result.summary())
+
+
+@avatar_app.command("add")
+def avatar_add(
+    photo: Annotated[Path, typer.Argument(help="Portrait image with one frontal face")],
+    id: Annotated[str, typer.Option("--id", help="Avatar id used by requests")],
+    replace: Annotated[bool, typer.Option(help="Overwrite an existing id")] = False,
+    db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None,
+) -> None:
+    """Detect the face once and store the portrait, crop box and id."""
+    from talkserve.avatars import AvatarError, AvatarStore
+
+    try:
+        avatar = AvatarStore(db_path(db)).add(photo, id, replace=replace)
+    except AvatarError as e:
+        fail(str(e))
+    h, w = avatar.portrait.shape[:2]
+    typer.echo(f"avatar {id!r}: {w}x{h}, face box {avatar.box} → {db_path(db)}")
+
+
+@avatar_app.command("list")
+def avatar_list(db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None) -> None:
+    from talkserve.avatars import AvatarStore
+
+    for avatar_id, w, h, created in AvatarStore(db_path(db)).list():
+        typer.echo(f"{avatar_id}\t{w}x{h}\t{created}")
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output", help="mp4 to write")] = Path("demo.mp4"),
+    text: Annotated[str, typer.Option(help="What the user says")] = "Hello! Who are you?",
+    repository: Annotated[Path, typer.Option(help="Repository root to build into")] = DEFAULT_OUTPUT,
+) -> None:
+    """Build the starter repository, register the sample portrait, serve, say a sentence, stop."""
+    from talkserve.avatars import AvatarStore
+    from talkserve.serve import Ports, Server
+    from talkserve.speak import speak
+
+    start = time.monotonic()
+    recipe = Recipe()
+    current = do_build(recipe, repository)
+    AvatarStore(recipe.serving.resolved_avatar_db()).add(SAMPLE_PORTRAIT, "sample", replace=True)
+    typer.echo("registered avatar 'sample' (sample portrait)")
+    ports = Ports.free()
+    log = repository / "tritonserver.log"
+    with Server(current, ports, log=log):
+        typer.echo(f"tritonserver ready on grpc :{ports.grpc} (log: {log})")
+        result = speak(f"127.0.0.1:{ports.grpc}", text, "sample", output)
+    typer.echo(result.summary())
+    typer.echo(f"demo done in {time.monotonic() - start:.1f}s → {output}")
+
+
+@app.command("train-llm")
+def train_llm(
+    out: Annotated[Path, typer.Option(help="Hugging Face directory to write")] = Path("starter_llm"),
+    steps: Annotated[int, typer.Option(help="Optimizer steps")] = 1200,
+) -> None:
+    """Train the starter LLM (tiny Llama) on the built-in corpus; reproducible from its seed."""
+    from talkserve.models.train_llm import TrainConfig, train
+
+    train(out, TrainConfig(steps=steps))
+    typer.echo(f"starter LLM → {out}")
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app(prog_name="talkserve")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

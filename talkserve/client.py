@@ -1,0 +1,121 @@
+"""Thin streaming gRPC client for the `talking_head` ensemble (tritonclient).
+
+    with TalkClient("127.0.0.1:8001") as client:
+        for chunk in client.stream("Hello!", avatar_id="sample"):
+            ...  # chunk.text, chunk.audio (float32 @ chunk.sample_rate), chunk.video (n, H, W, 3)
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+MODEL = "talking_head"
+OUTPUTS = ("reply_text", "chunk_index", "audio", "sample_rate", "video")
+
+
+class TalkError(RuntimeError):
+    """An error the server answered with; `status` is the gRPC status name (e.g. INVALID_ARGUMENT)."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+@dataclass
+class Chunk:
+    index: int
+    text: str
+    audio: np.ndarray  # (samples,) float32
+    sample_rate: int
+    video: np.ndarray  # (frames, H, W, 3) uint8 RGB
+    seconds: float  # since the request was sent
+    final: bool
+
+
+def _error(e: InferenceServerException) -> TalkError:
+    status = (e.status() or "UNKNOWN").removeprefix("StatusCode.")
+    return TalkError(status, e.message() or str(e))
+
+
+def _bytes_input(name: str, value: str | bytes) -> grpcclient.InferInput:
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    tensor = grpcclient.InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([data], dtype=np.object_))
+    return tensor
+
+
+def request_inputs(text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None):
+    inputs = [_bytes_input("text", text), _bytes_input("avatar_id", avatar_id)]
+    if max_new_tokens is not None:
+        tokens = grpcclient.InferInput("max_new_tokens", [1], "INT32")
+        tokens.set_data_from_numpy(np.array([max_new_tokens], np.int32))
+        inputs.append(tokens)
+    return inputs
+
+
+class TalkClient:
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = MODEL, ssl: bool = False,
+                 root_certificates: str | None = None, private_key: str | None = None,
+                 certificate_chain: str | None = None):
+        self.model = model
+        self.client = grpcclient.InferenceServerClient(
+            url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+            certificate_chain=certificate_chain,
+        )
+
+    def stream(self, text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
+               timeout: float = 600.0) -> Iterator[Chunk]:
+        """Yield each sentence's chunk as it arrives; raises TalkError on a server error."""
+        results: queue.Queue = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)))
+        try:
+            start = time.monotonic()
+            self.client.async_stream_infer(
+                self.model, request_inputs(text, avatar_id, max_new_tokens),
+                outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS],
+                enable_empty_final_response=True,
+            )
+            while True:
+                try:
+                    at, result, error = results.get(timeout=max(0.0, start + timeout - time.monotonic()))
+                except queue.Empty:
+                    raise TalkError("DEADLINE_EXCEEDED", f"no response within {timeout:.0f}s") from None
+                if error is not None:
+                    raise _error(error)
+                response = result.get_response()
+                final = response.parameters["triton_final_response"].bool_param
+                if response.outputs:
+                    yield Chunk(
+                        index=int(result.as_numpy("chunk_index")[0]),
+                        text=result.as_numpy("reply_text")[0].decode("utf-8"),
+                        audio=result.as_numpy("audio"),
+                        sample_rate=int(result.as_numpy("sample_rate")[0]),
+                        video=result.as_numpy("video"),
+                        seconds=at - start, final=final,
+                    )
+                if final:
+                    return
+        finally:
+            self.client.stop_stream()
+
+    def is_ready(self) -> bool:
+        try:
+            return self.client.is_server_ready() and self.client.is_model_ready(self.model)
+        except InferenceServerException:
+            return False
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> TalkClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

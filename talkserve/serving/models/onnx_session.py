@@ -1,0 +1,30 @@
+"""Triton python model: one ONNX Runtime session, IO named by config.pbtxt.
+
+Serves `llm_decoder` and `wav2lip` on the CPU target (the embedded tritonserver has only the
+python backend); on GPU targets the same names are served by `tensorrt_plan` engines, so the
+callers' BLS code does not change.
+"""
+
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+from talkserve.serving.triton import ModelArgs, run_each
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.args = ModelArgs(args)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(self.args.params.get("intra_op_threads", "0"))
+        path = self.args.files / self.args.params.get("onnx_file", "model.onnx")
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i["name"] for i in self.args.config["input"]]
+        self.outputs = [o["name"] for o in self.args.config["output"]]
+
+    def _run(self, request):
+        feeds = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
+        values = self.session.run(self.outputs, feeds)
+        return [pb_utils.Tensor(name, value) for name, value in zip(self.outputs, values)]
+
+    def execute(self, requests):
+        return run_each(requests, self._run)

@@ -1,0 +1,67 @@
+"""Glue shared by the python models; imported only inside Triton's python backend stub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from talkserve.text import RequestError
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class ModelArgs:
+    """What `initialize` gets, parsed once: the config (the truth), its parameters, our files."""
+
+    def __init__(self, args: dict):
+        self.config = json.loads(args["model_config"])
+        self.name = args["model_name"]
+        self.params = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items()}
+        self.files = Path(args["model_repository"]) / args["model_version"]
+
+    def dtype(self, output: str) -> np.dtype:
+        cfg = pb_utils.get_output_config_by_name(self.config, output)
+        return pb_utils.triton_string_to_numpy(cfg["data_type"])
+
+
+def optional_input(request, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def scalar_bytes(request, name: str) -> bytes:
+    """The single BYTES element of a [1] input; shape is already checked by Triton."""
+    return bytes(optional_input(request, name).reshape(-1)[0])
+
+
+def bls(model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    """Synchronous BLS call that raises on the error of the response it just got."""
+    request = pb_utils.InferenceRequest(
+        model_name=model, requested_output_names=outputs,
+        inputs=[pb_utils.Tensor(name, value) for name, value in inputs.items()],
+    )
+    response = request.exec()
+    if response.has_error():
+        raise pb_utils.TritonModelException(f"{model}: {response.error().message()}")
+    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
+
+
+def error_response(err: Exception) -> pb_utils.InferenceResponse:
+    """RequestError → INVALID_ARGUMENT naming the field; anything else → INTERNAL."""
+    if isinstance(err, RequestError):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG))
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(err).__name__}: {err}"))
+
+
+def run_each(requests, handle) -> list:
+    """Non-decoupled execute: one response per request, bad requests fail alone."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(pb_utils.InferenceResponse(output_tensors=handle(request)))
+        except Exception as e:  # noqa: BLE001 - every error must reach its own request
+            responses.append(error_response(e))
+    return responses

@@ -1,0 +1,118 @@
+"""CPU target: ONNX (validated vs PyTorch) run by ONNX Runtime inside python models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from talkserve import repository as repo
+from talkserve.export import export_llm_decoder, export_wav2lip
+from talkserve.models.llm import KVLayout, load_llm
+from talkserve.models.wav2lip import load_wav2lip
+from talkserve.recipe import Recipe
+from talkserve.repository import T, out, python_model, tensor
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json", "config.json")
+
+
+def _threads(recipe: Recipe) -> int:
+    return recipe.serving.onnx_threads
+
+
+def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    src = recipe.llm.resolved_path()
+    model, _ = load_llm(src)
+    layout = KVLayout.from_config(model.config)
+    report = export_llm_decoder(model, root / "llm_decoder" / "1" / "model.onnx")
+    extra["reports"]["llm_decoder"] = {"max_abs_diff": report.max_abs_diff}
+
+    kv_in = [tensor(n, T.TYPE_FP32, [-1, layout.num_kv_heads, -1, layout.head_dim])
+             for n in layout.input_names()[3:]]
+    kv_out = [out(n, T.TYPE_FP32, [-1, layout.num_kv_heads, -1, layout.head_dim])
+              for n in layout.output_names()[1:]]
+    decoder = python_model(
+        "llm_decoder",
+        [tensor("input_ids", T.TYPE_INT64, [-1, -1]), tensor("attention_mask", T.TYPE_INT64, [-1, -1]),
+         tensor("position_ids", T.TYPE_INT64, [-1, -1]), *kv_in],
+        [out("logits", T.TYPE_FP32, [-1, -1, layout.vocab_size]), *kv_out],
+        {"onnx_file": "model.onnx", "intra_op_threads": _threads(recipe)},
+        instances=recipe.llm.instances,
+    )
+    repo.write_config(root / "llm_decoder", decoder)
+    repo.install_python_model(root / "llm_decoder", "onnx_session")
+
+    llm = python_model(
+        "llm",
+        [tensor("text", T.TYPE_STRING, [1]), tensor("avatar_id", T.TYPE_STRING, [1]),
+         tensor("max_new_tokens", T.TYPE_INT32, [1], optional=True)],
+        [out("reply_text", T.TYPE_STRING, [1]), out("chunk_index", T.TYPE_INT32, [1]),
+         out("avatar_id", T.TYPE_STRING, [1])],
+        {"kv_layout": json.dumps(asdict(layout)), "max_new_tokens": recipe.llm.max_new_tokens,
+         "max_new_tokens_limit": recipe.llm.max_new_tokens_limit,
+         "max_text_chars": recipe.serving.max_text_chars, "avatar_db": recipe.serving.resolved_avatar_db()},
+        instances=recipe.llm.instances, decoupled=True,
+    )
+    repo.write_config(root / "llm", llm)
+    repo.install_python_model(root / "llm", "llm")
+    tok_dir = root / "llm" / "1" / "tokenizer"
+    tok_dir.mkdir()
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, tok_dir / name)
+
+
+def tts_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    from talkserve.models.piper_tts import PiperTTS
+
+    model, config = recipe.tts.resolved_paths()
+    PiperTTS(model, config)  # fail the build, not the server, on a bad voice
+    files = root / "tts" / "1"
+    files.mkdir(parents=True)
+    shutil.copyfile(model, files / "voice.onnx")
+    shutil.copyfile(config, files / "voice.onnx.json")
+    t = recipe.tts
+    cfg = python_model(
+        "tts", [tensor("reply_text", T.TYPE_STRING, [1])],
+        [out("audio", T.TYPE_FP32, [-1]), out("sample_rate", T.TYPE_INT32, [1])],
+        {"fps": recipe.video.fps, "length_scale": t.length_scale, "noise_scale": t.noise_scale,
+         "noise_w_scale": t.noise_w_scale, "intra_op_threads": _threads(recipe)},
+        instances=t.instances,
+    )
+    repo.write_config(root / "tts", cfg)
+    repo.install_python_model(root / "tts", "tts")
+
+
+def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    model = load_wav2lip(recipe.wav2lip.checkpoint, recipe.wav2lip.seed)
+    report = export_wav2lip(model, root / "wav2lip" / "1" / "model.onnx")
+    extra["reports"]["wav2lip"] = {"max_abs_diff": report.max_abs_diff,
+                                   "checkpoint": str(recipe.wav2lip.checkpoint or "random-init")}
+    w = recipe.wav2lip
+    gen = python_model(
+        "wav2lip", [tensor("mel", T.TYPE_FP32, [-1, 1, 80, 16]), tensor("face", T.TYPE_FP32, [-1, 6, 96, 96])],
+        [out("frames", T.TYPE_FP32, [-1, 3, 96, 96])],
+        {"onnx_file": "model.onnx", "intra_op_threads": _threads(recipe)}, instances=w.instances,
+    )
+    repo.write_config(root / "wav2lip", gen)
+    repo.install_python_model(root / "wav2lip", "onnx_session")
+    lipsync = python_model(
+        "lipsync",
+        [tensor("audio", T.TYPE_FP32, [-1]), tensor("sample_rate", T.TYPE_INT32, [1]),
+         tensor("avatar_id", T.TYPE_STRING, [1])],
+        [out("video", T.TYPE_UINT8, [-1, -1, -1, 3])],
+        {"avatar_db": recipe.serving.resolved_avatar_db(), "fps": recipe.video.fps, "batch_size": w.batch_size},
+        instances=w.instances,
+    )
+    repo.write_config(root / "lipsync", lipsync)
+    repo.install_python_model(root / "lipsync", "lipsync")
+
+
+def ensemble_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    repo.write_config(root / repo.ENSEMBLE, repo.ensemble_config(repo.ENSEMBLE))
+
+
+STEPS = [("export LLM decoder (ONNX, KV cache)", llm_step), ("package Piper voice", tts_step),
+         ("export Wav2Lip (ONNX)", lipsync_step), ("write talking_head ensemble", ensemble_step)]
