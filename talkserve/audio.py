@@ -84,7 +84,7 @@ def wav2lip_mel(audio: np.ndarray, sr: int) -> np.ndarray:
 
 def frame_count(n_samples: int, sr: int, fps: float) -> int:
     """Video frames that cover `n_samples` of audio."""
-    return int(round(n_samples * fps / sr))
+    return round(n_samples * fps / sr)
 
 
 def mel_windows(mel: np.ndarray, n_frames: int, fps: float, step: int = 16) -> np.ndarray:
@@ -105,5 +105,5 @@ def pad_to_frames(audio: np.ndarray, sr: int, fps: float) -> np.ndarray:
     boundaries coincide and per-chunk rounding never drifts the lips off the voice."""
     per_frame = sr / fps
     n_frames = int(np.ceil(len(audio) / per_frame - 1e-9))
-    target = int(round(n_frames * per_frame))
+    target = round(n_frames * per_frame)
     return np.pad(audio, (0, max(0, target - len(audio)))).astype(np.float32)

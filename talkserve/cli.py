@@ -103,7 +103,7 @@ def say(
 
     try:
         result = speak(url, text, avatar, output, max_new_tokens)
-    except Exception as e:  # noqa: BLE001 - a CLI reports, it does not trace back
+    except Exception as e:
         fail(str(e))
     typer.echo(result.summary())
 

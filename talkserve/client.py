@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 MODEL = "talking_head"
-OUTPUTS = ("reply_text", "chunk_index", "audio", "sample_rate", "video")
+# Ask Triton to end a failed stream with a real gRPC status. Off by default: tritonserver 2.51 (the
+# embedded default) can segfault in that path (gRPC cancellation race, fixed in 25.x by server
+# PRs #7840/#8078); turn it on for NGC 25.x images.
+GRPC_ERROR_HEADERS = {"triton_grpc_error": "true"}
+OUTPUTS = ("reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video")
 
 
 class TalkError(RuntimeError):
@@ -30,18 +35,37 @@ class TalkError(RuntimeError):
 
 @dataclass
 class Chunk:
+    """One streamed response: part `part` of sentence `index` of the reply."""
+
     index: int
+    part: int
     text: str
     audio: np.ndarray  # (samples,) float32
     sample_rate: int
     video: np.ndarray  # (frames, H, W, 3) uint8 RGB
     seconds: float  # since the request was sent
-    final: bool
+
+
+# Without `triton_grpc_error` (see TalkClient) a stream error is a message with no gRPC code.
+# These messages are bad-input errors: Triton core's own request checks (infer_request.cc:
+# dtype, shape, missing/unknown input, byte size) and the contract's field checks, which the
+# models raise as INVALID_ARG ("<field>: <problem>", see talkserve.text.RequestError).
+_INVALID_ARG = re.compile(
+    r"inference input '.*' data-type is|unexpected shape for input|expected number of inputs|"
+    r"expected \d+ inputs? but got|unexpected inference input|byte size|"
+    r"(^|, )(text|avatar_id|max_new_tokens|reply_text): "
+)
+
+
+def stream_error_status(e: InferenceServerException) -> str:
+    """gRPC status name of a stream error, restoring INVALID_ARGUMENT where the transport dropped it."""
+    if e.status():
+        return e.status().removeprefix("StatusCode.")
+    return "INVALID_ARGUMENT" if _INVALID_ARG.search(e.message() or "") else "UNKNOWN"
 
 
 def _error(e: InferenceServerException) -> TalkError:
-    status = (e.status() or "UNKNOWN").removeprefix("StatusCode.")
-    return TalkError(status, e.message() or str(e))
+    return TalkError(stream_error_status(e), e.message() or str(e))
 
 
 def _bytes_input(name: str, value: str | bytes) -> grpcclient.InferInput:
@@ -63,8 +87,9 @@ def request_inputs(text: str | bytes, avatar_id: str | bytes, max_new_tokens: in
 class TalkClient:
     def __init__(self, url: str = "127.0.0.1:8001", model: str = MODEL, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
-                 certificate_chain: str | None = None):
+                 certificate_chain: str | None = None, grpc_error_codes: bool = False):
         self.model = model
+        self.headers = GRPC_ERROR_HEADERS if grpc_error_codes else None
         self.client = grpcclient.InferenceServerClient(
             url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
             certificate_chain=certificate_chain,
@@ -72,9 +97,11 @@ class TalkClient:
 
     def stream(self, text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
                timeout: float = 600.0) -> Iterator[Chunk]:
-        """Yield each sentence's chunk as it arrives; raises TalkError on a server error."""
+        """Yield each chunk as it arrives; ends at the response Triton flags final (that one may carry
+        no tensors); raises TalkError on a server error."""
         results: queue.Queue = queue.Queue()
-        self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)))
+        self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)),
+                                 headers=self.headers)
         try:
             start = time.monotonic()
             self.client.async_stream_infer(
@@ -94,11 +121,12 @@ class TalkClient:
                 if response.outputs:
                     yield Chunk(
                         index=int(result.as_numpy("chunk_index")[0]),
+                        part=int(result.as_numpy("part_index")[0]),
                         text=result.as_numpy("reply_text")[0].decode("utf-8"),
                         audio=result.as_numpy("audio"),
                         sample_rate=int(result.as_numpy("sample_rate")[0]),
                         video=result.as_numpy("video"),
-                        seconds=at - start, final=final,
+                        seconds=at - start,
                     )
                 if final:
                     return

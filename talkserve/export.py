@@ -88,7 +88,7 @@ def wav2lip_spec() -> ExportSpec:
 
 def _run_onnx(path: Path, spec: ExportSpec, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(spec.output_names, {n: t.numpy() for n, t in zip(spec.input_names, inputs)})
+    return sess.run(spec.output_names, {n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=False)})
 
 
 def validate(model: nn.Module, path: Path, spec: ExportSpec) -> dict[str, float]:
@@ -99,7 +99,7 @@ def validate(model: nn.Module, path: Path, spec: ExportSpec) -> dict[str, float]
             ref = model(*inputs)
         ref = ref if isinstance(ref, tuple) else (ref,)
         got = _run_onnx(path, spec, inputs)
-        for name, r, g in zip(spec.output_names, ref, got):
+        for name, r, g in zip(spec.output_names, ref, got, strict=False):
             r = r.numpy()
             if r.shape != g.shape:
                 raise ExportValidationError(f"{spec.name}.{name}: shape {g.shape} != PyTorch {r.shape}")

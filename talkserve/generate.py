@@ -61,7 +61,7 @@ def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens
         if token in eos_ids:
             return
         yield token
-        past = {name: out[p] for name, p in zip(layout.input_names()[3:], layout.output_names()[1:])}
+        past = {name: out[p] for name, p in zip(layout.input_names()[3:], layout.output_names()[1:], strict=False)}
         new = np.asarray([[token]], np.int64)
 
 

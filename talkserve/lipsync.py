@@ -5,7 +5,8 @@ Served by the `lipsync` python model; imported by tests without Triton.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -40,13 +41,39 @@ def paste_back(avatar: Avatar, faces_bgr01: np.ndarray) -> np.ndarray:
     return frames
 
 
+def part_sizes(n_frames: int, first: int, rest: int) -> list[int]:
+    """Frames per streamed part: a small first part (fast first chunk), then larger ones."""
+    sizes, left = [], n_frames
+    while left > 0:
+        size = min(left, first if not sizes else rest)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+@dataclass
+class Part:
+    index: int
+    frames: np.ndarray  # (n, H, W, 3) uint8 RGB
+    audio: np.ndarray  # exactly the samples these frames show
+
+
 def animate(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, fps: float = 25.0,
-            batch_size: int = 16) -> np.ndarray:
-    """Audio chunk → (round(seconds × fps), H, W, 3) uint8 RGB frames of the avatar speaking it."""
+            first_part: int = 6, part: int = 25) -> Iterator[Part]:
+    """Audio of one sentence → its frames in parts, each with the audio it covers.
+
+    The mel is computed over the whole sentence (windows near part edges see real context);
+    each part's audio slice is the frames' exact span, so audio and lips cannot drift apart.
+    """
     n = frame_count(len(audio), sr, fps)
-    if n == 0:
-        return np.zeros((0, *avatar.portrait.shape), np.uint8)
     mels = mel_windows(wav2lip_mel(audio, sr), n, fps, MEL_STEP)
-    faces = face_input(avatar.face, n)
-    out = [generator(mels[i : i + batch_size], faces[i : i + batch_size]) for i in range(0, n, batch_size)]
-    return paste_back(avatar, np.concatenate(out))
+    face = face_input(avatar.face, 1)
+    sizes = part_sizes(n, first_part, part)
+    start = 0
+    for i, size in enumerate(sizes):
+        frames = paste_back(avatar, generator(mels[start : start + size], np.repeat(face, size, axis=0)))
+        end = start + size
+        # The last part takes any sub-frame remainder so the parts' audio sums to the input.
+        a, b = round(start * sr / fps), (round(end * sr / fps) if i < len(sizes) - 1 else len(audio))
+        yield Part(i, frames, audio[a:b])
+        start = end

@@ -44,7 +44,6 @@ class TTSRecipe(Strict):
     length_scale: float = Field(1.0, gt=0, description="Speaking slowness (VITS length scale)")
     noise_scale: float = Field(0.667, ge=0, description="VITS sampling noise")
     noise_w_scale: float = Field(0.8, ge=0, description="VITS duration noise")
-    instances: int = Field(1, ge=1, description="TTS python model instances")
 
     def resolved_paths(self) -> tuple[Path, Path]:
         if self.model is None:
@@ -59,8 +58,9 @@ class Wav2LipRecipe(Strict):
         None, description="Official wav2lip.pth / wav2lip_gan.pth; null = random init at the published size"
     )
     seed: int = Field(0, description="Seed of the random-init starter")
-    batch_size: int = Field(16, ge=1, description="Frames per generator call")
-    instances: int = Field(1, ge=1, description="Lip-sync python model instances")
+    first_part_frames: int = Field(6, ge=1, description="Frames in a sentence's first streamed part (latency)")
+    part_frames: int = Field(25, ge=1, description="Frames in each later part (throughput)")
+    instances: int = Field(1, ge=1, description="Generator (wav2lip model) instances")
 
 
 class VideoRecipe(Strict):

@@ -32,6 +32,10 @@ SERVING_MODELS = Path(__file__).parent / "serving" / "models"
 ENSEMBLE = "talking_head"
 KEEP_RELEASES = 3
 T = mc.DataType
+# One streamed response of talking_head (the request contract).
+RESPONSE = [("reply_text", T.TYPE_STRING, [1]), ("chunk_index", T.TYPE_INT32, [1]),
+            ("part_index", T.TYPE_INT32, [1]), ("audio", T.TYPE_FP32, [-1]), ("sample_rate", T.TYPE_INT32, [1]),
+            ("video", T.TYPE_UINT8, [-1, -1, -1, 3])]
 
 
 def tensor(name: str, dtype: int, dims: list[int], optional: bool = False, cls=mc.ModelInput):
@@ -57,6 +61,8 @@ def python_model(name: str, inputs, outputs, params: dict[str, object], instance
 
 
 def ensemble_config(name: str) -> mc.ModelConfig:
+    """talking_head: llm (one response per sentence) → tts → lipsync (parts of each sentence)."""
+
     def step(model: str, inputs: dict[str, str], outputs: dict[str, str]):
         return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
 
@@ -64,20 +70,23 @@ def ensemble_config(name: str) -> mc.ModelConfig:
         name=name, platform="ensemble", max_batch_size=0,
         input=[tensor("text", T.TYPE_STRING, [1]), tensor("avatar_id", T.TYPE_STRING, [1]),
                tensor("max_new_tokens", T.TYPE_INT32, [1], optional=True)],
-        output=[out("reply_text", T.TYPE_STRING, [1]), out("chunk_index", T.TYPE_INT32, [1]),
-                out("audio", T.TYPE_FP32, [-1]), out("sample_rate", T.TYPE_INT32, [1]),
-                out("video", T.TYPE_UINT8, [-1, -1, -1, 3])],
+        output=[out(n, dtype, dims) for n, dtype, dims in RESPONSE],
         ensemble_scheduling=mc.ModelEnsembling(step=[
             step("llm", {"text": "text", "avatar_id": "avatar_id", "max_new_tokens": "max_new_tokens"},
-                 {"reply_text": "reply_text", "chunk_index": "chunk_index", "avatar_id": "chunk_avatar_id"}),
-            step("tts", {"reply_text": "reply_text"}, {"audio": "audio", "sample_rate": "sample_rate"}),
+                 {"reply_text": "sentence_text", "chunk_index": "sentence_index",
+                  "avatar_id": "sentence_avatar_id"}),
+            step("tts", {"reply_text": "sentence_text"}, {"audio": "sentence_audio",
+                                                          "sample_rate": "sentence_sample_rate"}),
             # Triton lets a step downstream of a decoupled model take inputs only from that model's
-            # lineage, so the avatar id travels with each sentence rather than from the request.
-            step("lipsync", {"audio": "audio", "sample_rate": "sample_rate", "avatar_id": "chunk_avatar_id"},
-                 {"video": "video"}),
+            # lineage, so the avatar id travels with each sentence rather than from the request,
+            # and every response tensor comes out of the last (decoupled) step.
+            step("lipsync", {"reply_text": "sentence_text", "chunk_index": "sentence_index",
+                             "audio": "sentence_audio", "sample_rate": "sentence_sample_rate",
+                             "avatar_id": "sentence_avatar_id"},
+                 {n: n for n, _, _ in RESPONSE}),
         ]),
     )
-    cfg.model_transaction_policy.decoupled = True  # one response per sentence reaches the client
+    cfg.model_transaction_policy.decoupled = True
     return cfg
 
 

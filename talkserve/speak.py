@@ -33,7 +33,8 @@ class SpeakResult:
         lines.append(f"time to first chunk {self.chunks[0].seconds:.2f}s, total {self.total_seconds:.2f}s, "
                      f"real-time factor {self.total_seconds / max(self.audio_seconds, 1e-9):.2f}")
         for c in self.chunks:
-            lines.append(f"  chunk {c.index} @ {c.seconds:6.2f}s  {len(c.video):3d} frames  {c.text}")
+            if c.part == 0:
+                lines.append(f"  sentence {c.index} first part @ {c.seconds:6.2f}s  {c.text}")
         if self.stage_seconds:
             lines.append("server compute per stage: " + ", ".join(
                 f"{k} {v:.2f}s" for k, v in self.stage_seconds.items()))

@@ -6,8 +6,9 @@ import re
 import unicodedata
 
 MAX_TEXT_CHARS = 1000
-# A sentence ends at . ! ? (or CJK 。！？) followed by whitespace or end; decimals like 3.5 don't end one.
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"')\]]*(?=\s|$)")
+# A sentence ends at . ! ? (or CJK 。！？) and closing quotes once whitespace follows: while text is
+# still streaming in, "3." may become "3.5", so the end of the buffer never ends a sentence.
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"')\]]*(?=\s)")
 
 
 class RequestError(ValueError):

@@ -62,6 +62,19 @@ def run_each(requests, handle) -> list:
     for request in requests:
         try:
             responses.append(pb_utils.InferenceResponse(output_tensors=handle(request)))
-        except Exception as e:  # noqa: BLE001 - every error must reach its own request
+        except Exception as e:
             responses.append(error_response(e))
     return responses
+
+
+def stream_each(requests, handle) -> None:
+    """Decoupled execute: `handle(request, sender)` sends any number of responses; we close the
+    stream with the final flag, or with the error when it raises."""
+    for request in requests:
+        sender = request.get_response_sender()
+        try:
+            handle(request, sender)
+        except Exception as e:
+            sender.send(error_response(e), flags=FINAL)
+            continue
+        sender.send(flags=FINAL)

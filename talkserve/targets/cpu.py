@@ -18,6 +18,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json", "config.json")
 
 
+# tts and lipsync see a reply's sentences one request each; one instance keeps them in order
+# (Triton queues a model's requests FIFO), so the parts of a reply stream out in order.
+SEQUENTIAL = 1
+
+
 def _threads(recipe: Recipe) -> int:
     return recipe.serving.onnx_threads
 
@@ -79,7 +84,7 @@ def tts_step(root: Path, recipe: Recipe, extra: dict) -> None:
         [out("audio", T.TYPE_FP32, [-1]), out("sample_rate", T.TYPE_INT32, [1])],
         {"fps": recipe.video.fps, "length_scale": t.length_scale, "noise_scale": t.noise_scale,
          "noise_w_scale": t.noise_w_scale, "intra_op_threads": _threads(recipe)},
-        instances=t.instances,
+        instances=SEQUENTIAL,
     )
     repo.write_config(root / "tts", cfg)
     repo.install_python_model(root / "tts", "tts")
@@ -100,11 +105,13 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.install_python_model(root / "wav2lip", "onnx_session")
     lipsync = python_model(
         "lipsync",
-        [tensor("audio", T.TYPE_FP32, [-1]), tensor("sample_rate", T.TYPE_INT32, [1]),
+        [tensor("reply_text", T.TYPE_STRING, [1]), tensor("chunk_index", T.TYPE_INT32, [1]),
+         tensor("audio", T.TYPE_FP32, [-1]), tensor("sample_rate", T.TYPE_INT32, [1]),
          tensor("avatar_id", T.TYPE_STRING, [1])],
-        [out("video", T.TYPE_UINT8, [-1, -1, -1, 3])],
-        {"avatar_db": recipe.serving.resolved_avatar_db(), "fps": recipe.video.fps, "batch_size": w.batch_size},
-        instances=w.instances,
+        [out(n, dtype, dims) for n, dtype, dims in repo.RESPONSE],
+        {"avatar_db": recipe.serving.resolved_avatar_db(), "fps": recipe.video.fps,
+         "first_part_frames": w.first_part_frames, "part_frames": w.part_frames},
+        instances=SEQUENTIAL, decoupled=True,
     )
     repo.write_config(root / "lipsync", lipsync)
     repo.install_python_model(root / "lipsync", "lipsync")

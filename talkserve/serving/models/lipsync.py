@@ -1,4 +1,5 @@
-"""Triton python model `lipsync`: a sentence's audio → portrait frames with Wav2Lip's mouth.
+"""Triton python model `lipsync` (decoupled): a sentence's audio → portrait frames with Wav2Lip's
+mouth, streamed in parts, each response carrying exactly the audio its frames show.
 
 The generator is the `wav2lip` model, called through BLS so the same code drives an ONNX Runtime
 session (CPU) or a TensorRT engine (GPU).
@@ -9,7 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.lipsync import animate
-from talkserve.serving.triton import ModelArgs, bls, optional_input, run_each, scalar_bytes
+from talkserve.serving.triton import ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError
 
 
@@ -20,20 +21,30 @@ def wav2lip(mel: np.ndarray, face: np.ndarray) -> np.ndarray:
 class TritonPythonModel:
     def initialize(self, args):
         self.args = ModelArgs(args)
-        self.store = AvatarStore(self.args.params["avatar_db"])
-        self.fps = float(self.args.params["fps"])
-        self.batch = int(self.args.params["batch_size"])
+        p = self.args.params
+        self.store = AvatarStore(p["avatar_db"])
+        self.fps = float(p["fps"])
+        self.first_part, self.part = int(p["first_part_frames"]), int(p["part_frames"])
 
-    def _run(self, request):
+    def _stream(self, request, sender) -> None:
+        text = optional_input(request, "reply_text")
+        index = optional_input(request, "chunk_index").astype(np.int32)
         audio = optional_input(request, "audio").astype(np.float32)
-        sr = int(optional_input(request, "sample_rate").reshape(-1)[0])
+        sr = optional_input(request, "sample_rate").astype(np.int32)
         avatar_id = scalar_bytes(request, "avatar_id").decode("utf-8", "replace")
         try:
             avatar = self.store.get(avatar_id)
         except AvatarError as e:
             raise RequestError("avatar_id", str(e)) from None
-        frames = animate(audio, sr, avatar, wav2lip, self.fps, self.batch)
-        return [pb_utils.Tensor("video", frames)]
+        for part in animate(audio, int(sr[0]), avatar, wav2lip, self.fps, self.first_part, self.part):
+            if request.is_cancelled():
+                return
+            sender.send(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
+                pb_utils.Tensor("part_index", np.array([part.index], np.int32)),
+                pb_utils.Tensor("audio", part.audio), pb_utils.Tensor("sample_rate", sr),
+                pb_utils.Tensor("video", part.frames),
+            ]))
 
     def execute(self, requests):
-        return run_each(requests, self._run)
+        stream_each(requests, self._stream)

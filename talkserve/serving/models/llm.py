@@ -10,12 +10,12 @@ from transformers import AutoTokenizer
 from talkserve.avatars import AvatarStore
 from talkserve.generate import stream_sentences
 from talkserve.models.llm import KVLayout
-from talkserve.serving.triton import FINAL, ModelArgs, bls, error_response, optional_input, scalar_bytes
+from talkserve.serving.triton import ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError, decode_text
 
 
 class Cancelled(Exception):
-    pass
+    """The client cancelled (or its stream closed): stop generating at the next token."""
 
 
 class TritonPythonModel:
@@ -50,22 +50,15 @@ class TritonPythonModel:
                 raise Cancelled
             return bls("llm_decoder", feeds, self.decoder_outputs)
 
-        for sentence in stream_sentences(step, self.layout, self.tokenizer, text, max_new_tokens):
-            sender.send(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("reply_text", np.array([sentence.text.encode()], dtype=np.object_)),
-                pb_utils.Tensor("chunk_index", np.array([sentence.index], np.int32)),
-                avatar,
-            ]))
+        try:
+            for sentence in stream_sentences(step, self.layout, self.tokenizer, text, max_new_tokens):
+                sender.send(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("reply_text", np.array([sentence.text.encode()], dtype=np.object_)),
+                    pb_utils.Tensor("chunk_index", np.array([sentence.index], np.int32)),
+                    avatar,
+                ]))
+        except Cancelled:
+            return
 
     def execute(self, requests):
-        for request in requests:
-            sender = request.get_response_sender()
-            try:
-                self._stream(request, sender)
-            except Cancelled:
-                pass
-            except Exception as e:  # noqa: BLE001 - the client must get the error, not a hang
-                sender.send(error_response(e), flags=FINAL)
-                continue
-            sender.send(flags=FINAL)
-        return None
+        stream_each(requests, self._stream)

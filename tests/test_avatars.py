@@ -1,0 +1,104 @@
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from talkserve.avatars import AvatarError, AvatarStore
+from talkserve.recipe import SAMPLE_PORTRAIT
+
+
+@pytest.fixture
+def store(tmp_path):
+    return AvatarStore(tmp_path / "avatars.db")
+
+
+def rows(store):
+    con = store._connect()  # creates the table, so "nothing stored" reads as an empty list
+    try:
+        return con.execute("SELECT id, x1, y1, x2, y2 FROM avatars ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def test_sample_portrait_face_is_found_where_it_is(store):
+    avatar = store.add(SAMPLE_PORTRAIT, "sample")
+    x1, y1, x2, y2 = avatar.box
+    # The published face box of this photo is roughly x 170-290, y 60-190.
+    assert 150 <= x1 <= 200 and 260 <= x2 <= 310 and 40 <= y1 <= 90 and 150 <= y2 <= 210
+    back = store.get("sample")
+    assert back.box == avatar.box
+    assert (back.portrait == cv2.cvtColor(cv2.imread(str(SAMPLE_PORTRAIT)), cv2.COLOR_BGR2RGB)).all()
+    assert back.face.shape == (96, 96, 3)
+
+
+def test_not_an_image_is_refused_and_nothing_stored(store, tmp_path):
+    bad = tmp_path / "photo.png"
+    bad.write_text("this is not a picture")
+    with pytest.raises(AvatarError, match="not a readable image"):
+        store.add(bad, "x")
+    assert rows(store) == []
+
+
+def test_photo_without_a_face_is_refused(store, tmp_path):
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((256, 256, 3), 200, np.uint8))
+    with pytest.raises(AvatarError, match="no face found"):
+        store.add(blank, "wall")
+    assert rows(store) == []
+
+
+def test_existing_id_needs_replace_and_is_kept_intact(store, tmp_path):
+    store.add(SAMPLE_PORTRAIT, "me")
+    before = rows(store)
+    with pytest.raises(AvatarError, match="already exists"):
+        store.add(SAMPLE_PORTRAIT, "me")
+    assert rows(store) == before
+    # A failing replacement (no face) must not damage the stored avatar either.
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((256, 256, 3), 200, np.uint8))
+    with pytest.raises(AvatarError):
+        store.add(blank, "me", replace=True)
+    assert rows(store) == before
+    flipped = tmp_path / "flipped.png"
+    cv2.imwrite(str(flipped), cv2.flip(cv2.imread(str(SAMPLE_PORTRAIT)), 1))
+    store.add(flipped, "me", replace=True)
+    assert rows(store) != before and len(rows(store)) == 1
+
+
+@pytest.mark.parametrize("bad_id", ["", "a b", "../etc", "x" * 65])
+def test_bad_ids_are_refused(store, bad_id):
+    with pytest.raises(AvatarError, match="avatar id"):
+        store.add(SAMPLE_PORTRAIT, bad_id)
+
+
+def test_unknown_avatar_names_the_field(store):
+    with pytest.raises(AvatarError, match="avatar_id 'ghost' is not registered"):
+        store.get("ghost")
+
+
+def test_concurrent_registration_and_reads_lose_nothing(store):
+    store.add(SAMPLE_PORTRAIT, "base")
+    errors: list[Exception] = []
+
+    def register(i):
+        try:
+            store.add(SAMPLE_PORTRAIT, f"a{i}")
+        except Exception as e:
+            errors.append(e)
+
+    def read():
+        try:
+            for _ in range(5):
+                assert store.get("base").portrait.shape == (512, 512, 3)
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(8)]
+    threads += [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [r[0] for r in rows(store)] == ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "base"]

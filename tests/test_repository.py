@@ -1,0 +1,83 @@
+"""Recipe handling and atomic publishing of the repository (no server needed)."""
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from talkserve.recipe import Recipe, RecipeError, load_recipe
+from talkserve.repository import build
+
+RECIPES = Path(__file__).parent.parent / "build" / "recipes"
+
+
+def test_fp32_recipe_file_is_the_preset():
+    assert load_recipe(RECIPES / "fp32.yaml") == Recipe()
+
+
+def test_unknown_keys_are_rejected_with_their_name(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("name: x\nwav2lip:\n  chekpoint: a.pth\n")
+    with pytest.raises(RecipeError, match="chekpoint"):
+        load_recipe(bad)
+
+
+def test_relative_paths_are_relative_to_the_recipe(tmp_path):
+    load = load_recipe(RECIPES / "wav2lip-gan.yaml")
+    assert load.wav2lip.checkpoint == (RECIPES / "../../checkpoints/wav2lip_gan.pth").resolve()
+
+
+def write_marker(root: Path, recipe: Recipe, extra: dict) -> None:
+    (root / "m").mkdir()
+    (root / "m" / "config.pbtxt").write_text(f'name: "{recipe.name}"\n')
+
+
+def test_failed_build_leaves_the_previous_repository_untouched(tmp_path):
+    out = tmp_path / "repo"
+    first = build(Recipe(name="first"), out, [("write", write_marker)], progress=lambda s: None)
+    before = first.resolve()
+
+    def explode(root, recipe, extra):
+        write_marker(root, recipe, extra)
+        raise RuntimeError("export failed half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        build(Recipe(name="second"), out, [("write", explode)], progress=lambda s: None)
+    assert (out / "current").resolve() == before
+    assert (out / "current" / "m" / "config.pbtxt").read_text() == 'name: "first"\n'
+    assert [p.name for p in (out / "releases").iterdir()] == [before.name]  # no partial left
+
+
+def test_killed_build_leftovers_are_never_served_and_are_cleaned(tmp_path):
+    out = tmp_path / "repo"
+    build(Recipe(name="a"), out, [("write", write_marker)], progress=lambda s: None)
+    stale = out / "releases" / "b-killed.partial"
+    stale.mkdir()
+    current = build(Recipe(name="c"), out, [("write", write_marker)], progress=lambda s: None)
+    assert not stale.exists()
+    assert (current / "talkserve_recipe.yaml").read_text().startswith("name: c\n")
+
+
+def test_starter_repository_configs(built):
+    _recipe, current = built
+    configs = {}
+    for path in current.glob("*/config.pbtxt"):
+        configs[path.parent.name] = text_format.Parse(path.read_text(), mc.ModelConfig())
+    assert set(configs) == {"talking_head", "llm", "llm_decoder", "tts", "lipsync", "wav2lip"}
+    head = configs["talking_head"]
+    assert head.platform == "ensemble" and head.model_transaction_policy.decoupled
+    assert [s.model_name for s in head.ensemble_scheduling.step] == ["llm", "tts", "lipsync"]
+    assert [i.name for i in head.input] == ["text", "avatar_id", "max_new_tokens"]
+    assert head.input[2].optional
+    assert [o.name for o in head.output] == ["reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video"]
+    assert configs["llm"].model_transaction_policy.decoupled
+    assert configs["llm_decoder"].input[0].name == "input_ids"  # named tensors, no "input.1"
+    assert (current / "talkserve_recipe.yaml").is_file() and (current / "talkserve_build.json").is_file()
+    import json
+
+    manifest = json.loads((current / "talkserve_build.json").read_text())
+    assert manifest["recipe"]["name"] == "fp32"
+    assert "onnxruntime" in manifest["versions"]
+    assert "wav2lip/1/model.onnx" in manifest["files"]
+    assert max(manifest["reports"]["wav2lip"]["max_abs_diff"].values()) < 1e-4

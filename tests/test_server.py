@@ -1,0 +1,161 @@
+"""The served pipeline, end to end, against the real embedded tritonserver."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from talkserve.avatars import AvatarStore
+from talkserve.client import TalkClient, TalkError, stream_error_status
+from talkserve.media import probe
+from talkserve.speak import concat_audio, speak
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def reply(url, tmp_path_factory):
+    """One spoken reply, written to mp4 through the client library."""
+    out = tmp_path_factory.mktemp("say") / "reply.mp4"
+    return speak(url, "Hello! Who are you?", "sample", out)
+
+
+def test_reply_streams_in_order_in_several_chunks(reply):
+    chunks = reply.chunks
+    assert len(chunks) >= 2
+    order = [(c.index, c.part) for c in chunks]
+    assert order == sorted(order) and len(set(order)) == len(order)
+    for i in {c.index for c in chunks}:  # every sentence's parts are 0..n-1, none lost
+        parts = [c.part for c in chunks if c.index == i]
+        assert parts == list(range(len(parts)))
+    assert sorted({c.index for c in chunks}) == list(range(max(c.index for c in chunks) + 1))
+    assert chunks[0].text == "I am a talking digital human."  # greedy decoding is deterministic
+    seconds = [c.seconds for c in chunks]
+    assert seconds == sorted(seconds)
+    # The first part is on screen long before the reply is complete.
+    assert chunks[0].seconds < 0.5 * chunks[-1].seconds
+
+
+def test_each_chunk_carries_exactly_its_frames_audio(reply):
+    for c in reply.chunks:
+        assert c.sample_rate == 22050
+        assert c.audio.dtype == np.float32 and c.video.dtype == np.uint8
+        assert c.video.shape[1:] == (512, 512, 3)
+        assert abs(len(c.audio) - len(c.video) * c.sample_rate / 25) < c.sample_rate / 25
+
+
+def test_mp4_decodes_with_matching_video_and_audio(reply):
+    info = probe(reply.path)
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac"
+    assert info["fps"] == 25 and (info["width"], info["height"]) == (512, 512)
+    audio_seconds = len(concat_audio(reply.chunks)) / 22050
+    assert abs(info["frames"] - round(audio_seconds * 25)) <= 1
+    assert info["frames"] == sum(len(c.video) for c in reply.chunks)
+    # AAC codes whole 1024-sample frames: the decoded track may be up to one frame longer.
+    assert 0 <= info["audio_seconds"] - audio_seconds < 1024 / 22050 + 1e-6
+
+
+def test_only_the_face_box_changes(reply, built):
+    recipe, _ = built
+    avatar = AvatarStore(recipe.serving.avatar_db).get("sample")
+    x1, y1, x2, y2 = avatar.box
+    outside = np.ones(avatar.portrait.shape[:2], bool)
+    outside[y1:y2, x1:x2] = False
+    for c in reply.chunks:
+        assert (c.video[:, outside] == avatar.portrait[outside]).all()
+        inside = c.video[:, y1:y2, x1:x2].astype(int) - avatar.portrait[y1:y2, x1:x2]
+        assert np.abs(inside).mean(axis=(1, 2, 3)).min() > 1.0  # every frame's face was redrawn
+
+
+def raw_stream(url: str, inputs: list[grpcclient.InferInput]) -> tuple[str, str]:
+    """Send one request on a fresh stream; return (status, message) of the error it gets."""
+    import queue
+
+    client = grpcclient.InferenceServerClient(url)
+    results: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        client.async_stream_infer("talking_head", inputs, enable_empty_final_response=True)
+        while True:
+            result, error = results.get(timeout=60)
+            if error is not None:
+                return stream_error_status(error), error.message()
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                return "OK", ""
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+def bytes_input(name: str, values: list[bytes]) -> grpcclient.InferInput:
+    t = grpcclient.InferInput(name, [len(values)], "BYTES")
+    t.set_data_from_numpy(np.array(values, dtype=np.object_))
+    return t
+
+
+def int_input(name: str, values: list[int]) -> grpcclient.InferInput:
+    t = grpcclient.InferInput(name, [len(values)], "INT32")
+    t.set_data_from_numpy(np.array(values, np.int32))
+    return t
+
+
+BAD_REQUESTS = {
+    "empty text": ([bytes_input("text", [b""]), bytes_input("avatar_id", [b"sample"])], "text: is empty"),
+    "text over the limit": ([bytes_input("text", [b"a" * 1001]), bytes_input("avatar_id", [b"sample"])],
+                            "text: is 1001 characters, the limit is 1000"),
+    "unknown avatar": ([bytes_input("text", [b"Hi."]), bytes_input("avatar_id", [b"ghost"])],
+                       "avatar_id: 'ghost' is not registered"),
+    "non-UTF-8 text": ([bytes_input("text", [b"\xc3\x28"]), bytes_input("avatar_id", [b"sample"])],
+                       "text: not valid UTF-8"),
+    "wrong dtype": ([int_input("text", [7]), bytes_input("avatar_id", [b"sample"])], "'text'"),
+    "wrong shape": ([bytes_input("text", [b"a", b"b"]), bytes_input("avatar_id", [b"sample"])], "'text'"),
+    "missing input": ([bytes_input("text", [b"Hi."])], "avatar_id"),
+    "max_new_tokens out of range": ([bytes_input("text", [b"Hi."]), bytes_input("avatar_id", [b"sample"]),
+                                     int_input("max_new_tokens", [0])], "max_new_tokens: 0 is outside 1..256"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_input_is_invalid_argument_naming_the_field(url, case):
+    inputs, expected = BAD_REQUESTS[case]
+    status, message = raw_stream(url, inputs)
+    assert status == "INVALID_ARGUMENT", message
+    assert expected in message
+    with TalkClient(url) as client:
+        assert client.is_ready()
+
+
+def test_a_good_request_ends_with_the_final_flag(url):
+    inputs = [bytes_input("text", [b"Thanks."]), bytes_input("avatar_id", [b"sample"]),
+              int_input("max_new_tokens", [4])]
+    assert raw_stream(url, inputs) == ("OK", "")
+
+
+def test_client_raises_talk_error_with_status(url):
+    with TalkClient(url) as client, pytest.raises(TalkError) as e:
+        list(client.stream("Hello!", "ghost"))
+    assert e.value.status == "INVALID_ARGUMENT"
+
+
+def test_max_new_tokens_bounds_the_reply(url):
+    with TalkClient(url) as client:
+        chunks = list(client.stream("What is pruning?", "sample", max_new_tokens=6))
+    assert {c.index for c in chunks} == {0}
+    assert len(chunks[0].text.split()) <= 6
+
+
+def test_cli_say_writes_mp4(url, tmp_path):
+    out = tmp_path / "cli.mp4"
+    run = subprocess.run([sys.executable, "-m", "talkserve.cli", "say", "Tell me a joke.", "--avatar", "sample",
+                          "-o", str(out), "--url", url], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "time to first chunk" in run.stdout and "server compute per stage" in run.stdout
+    assert probe(out)["frames"] > 25
+    bad = subprocess.run([sys.executable, "-m", "talkserve.cli", "say", "Hi.", "--avatar", "ghost",
+                          "-o", str(tmp_path / "no.mp4"), "--url", url], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "ghost" in bad.stderr
+    assert list(tmp_path.iterdir()) == [out]  # the failed reply left no file, partial or not
