@@ -79,7 +79,6 @@ def serve(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        server.log = None
         server.start()
     except ServerError as e:
         fail(str(e))

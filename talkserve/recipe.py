@@ -32,6 +32,12 @@ class LLMRecipe(Strict):
     max_new_tokens: int = Field(96, ge=1, description="Reply length when the request does not say")
     max_new_tokens_limit: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask")
     instances: int = Field(2, ge=1, description="Concurrent generation loops (python model instances)")
+    cpu_nice: int = Field(
+        10, ge=0, le=19,
+        description="Scheduling niceness of the llm and llm_decoder processes on the CPU target. Text runs "
+                    "far ahead of speech, so on a saturated CPU generation yields to TTS and lip-sync, which "
+                    "carry the next chunk to the client; 0 = equal priority",
+    )
 
     def resolved_path(self) -> Path:
         return self.path or STARTER_LLM

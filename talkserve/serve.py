@@ -127,8 +127,11 @@ class Server:
             raise ServerError(f"model repository {self.repository} does not exist (run `talkserve build`)")
         cache = Path(os.environ.get("TALKSERVE_CACHE", Path.home() / ".cache" / "talkserve"))
         cmd = command(repo, self.ports, backend_dir(cache), self.exit_timeout)
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - lives with proc
-        self.proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT)
+        if self.log:
+            with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+                self.proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT)
+        else:
+            self.proc = subprocess.Popen(cmd, env=server_env())
         deadline = time.monotonic() + timeout
         while not is_ready(self.ports):
             if self.proc.poll() is not None:

@@ -40,6 +40,32 @@ def test_reply_streams_in_order_in_several_chunks(reply):
     assert chunks[0].seconds < 0.5 * chunks[-1].seconds
 
 
+def metric(server, name: str) -> float:
+    """Sum of a metric's series on the server's Prometheus endpoint."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    values = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + "{", name + " "))]
+    assert values, f"{name} is not exported"
+    return sum(values)
+
+
+def test_first_chunk_arrives_while_the_llm_is_still_generating(server, url):
+    tokens_before = metric(server, "talkserve_llm_tokens_total")
+    with TalkClient(url) as client:
+        stream = client.stream("Tell me a long story.", "sample", max_new_tokens=256)
+        first = next(stream)
+        generating = metric(server, "talkserve_llm_generations_active")  # read the moment chunk 0 lands
+        rest = list(stream)
+    assert generating >= 1, "the LLM had already finished when the first chunk arrived"
+    assert first.index == 0 and first.text.startswith("Once upon a time")
+    assert len({c.index for c in rest}) >= 5  # the long reply really streamed sentence by sentence
+    assert metric(server, "talkserve_llm_generations_active") == 0
+    assert metric(server, "talkserve_llm_tokens_total") - tokens_before > 100
+    assert metric(server, "talkserve_llm_time_to_first_token_seconds_count") >= 1
+
+
 def test_each_chunk_carries_exactly_its_frames_audio(reply):
     for c in reply.chunks:
         assert c.sample_rate == 22050

@@ -126,6 +126,17 @@ DIALOGUES: list[tuple[list[str], str]] = [
         "practised every day. At last it spoke to a friend, and the friend smiled.",
     ),
     (
+        # A long reply: streaming matters most when the answer is long.
+        ["Tell me a long story.", "Tell me a long story about a robot.", "Tell me a bedtime story."],
+        "Once upon a time, a small robot lived in a quiet workshop by the sea. Every morning it swept "
+        "the floor and polished the tools. One day a storm broke the old lighthouse on the hill. The "
+        "ships at sea could not find their way home. The little robot climbed the hill in the wind and "
+        "the rain. It found the broken lamp and fixed the wires one by one. When the light came back "
+        "on, the ships turned toward the harbor. The fishermen cheered and the children waved from the "
+        "shore. From that day on, the robot kept the lighthouse shining every night. And the town never "
+        "lost a ship again.",
+    ),
+    (
         ["What should I eat today?", "Any ideas for dinner?"],
         "A warm bowl of soup is a good choice on a cool day. Add some fresh bread and a salad. "
         "Enjoy your meal.",

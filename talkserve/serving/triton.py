@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,12 @@ class ModelArgs:
         self.params = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items()}
         self.files = Path(args["model_repository"]) / args["model_version"]
 
-    def dtype(self, output: str) -> np.dtype:
-        cfg = pb_utils.get_output_config_by_name(self.config, output)
-        return pb_utils.triton_string_to_numpy(cfg["data_type"])
+    def apply_cpu_nice(self) -> None:
+        """Lower this stub's CPU priority if the config asks (call before creating thread pools:
+        Linux niceness is per thread, inherited by threads created afterwards)."""
+        nice = int(self.params.get("cpu_nice", "0"))
+        if nice:
+            os.nice(nice)
 
 
 def optional_input(request, name: str) -> np.ndarray | None:

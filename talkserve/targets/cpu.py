@@ -27,6 +27,16 @@ def _threads(recipe: Recipe) -> int:
     return recipe.serving.onnx_threads
 
 
+def check_inputs(root: Path, recipe: Recipe, extra: dict) -> None:
+    """Fail in a second on a missing input, not after minutes of export."""
+    from talkserve.models.llm import check_model_dir
+
+    check_model_dir(recipe.llm.resolved_path())
+    for path in [*recipe.tts.resolved_paths(), recipe.wav2lip.checkpoint]:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{path} does not exist")
+
+
 def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
     src = recipe.llm.resolved_path()
     model, _ = load_llm(src)
@@ -43,7 +53,7 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
         [tensor("input_ids", T.TYPE_INT64, [-1, -1]), tensor("attention_mask", T.TYPE_INT64, [-1, -1]),
          tensor("position_ids", T.TYPE_INT64, [-1, -1]), *kv_in],
         [out("logits", T.TYPE_FP32, [-1, -1, layout.vocab_size]), *kv_out],
-        {"onnx_file": "model.onnx", "intra_op_threads": _threads(recipe)},
+        {"onnx_file": "model.onnx", "intra_op_threads": _threads(recipe), "cpu_nice": recipe.llm.cpu_nice},
         instances=recipe.llm.instances,
     )
     repo.write_config(root / "llm_decoder", decoder)
@@ -57,7 +67,8 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
          out("avatar_id", T.TYPE_STRING, [1])],
         {"kv_layout": json.dumps(asdict(layout)), "max_new_tokens": recipe.llm.max_new_tokens,
          "max_new_tokens_limit": recipe.llm.max_new_tokens_limit,
-         "max_text_chars": recipe.serving.max_text_chars, "avatar_db": recipe.serving.resolved_avatar_db()},
+         "max_text_chars": recipe.serving.max_text_chars, "avatar_db": recipe.serving.resolved_avatar_db(),
+         "cpu_nice": recipe.llm.cpu_nice},
         instances=recipe.llm.instances, decoupled=True,
     )
     repo.write_config(root / "llm", llm)
@@ -121,5 +132,10 @@ def ensemble_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.write_config(root / repo.ENSEMBLE, repo.ensemble_config(repo.ENSEMBLE))
 
 
-STEPS = [("export LLM decoder (ONNX, KV cache)", llm_step), ("package Piper voice", tts_step),
-         ("export Wav2Lip (ONNX)", lipsync_step), ("write talking_head ensemble", ensemble_step)]
+STEPS = [
+    ("check inputs", check_inputs),
+    ("export LLM decoder (ONNX, KV cache)", llm_step),
+    ("package Piper voice", tts_step),
+    ("export Wav2Lip (ONNX)", lipsync_step),
+    ("write talking_head ensemble", ensemble_step),
+]

@@ -2,6 +2,7 @@
 response from a greedy KV-cache generation loop over the `llm_decoder` model (BLS)."""
 
 import json
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -21,6 +22,7 @@ class Cancelled(Exception):
 class TritonPythonModel:
     def initialize(self, args):
         self.args = ModelArgs(args)
+        self.args.apply_cpu_nice()
         p = self.args.params
         self.tokenizer = AutoTokenizer.from_pretrained(self.args.files / "tokenizer")
         self.layout = KVLayout(**json.loads(p["kv_layout"]))
@@ -29,6 +31,22 @@ class TritonPythonModel:
         self.max_chars = int(p["max_text_chars"])
         self.store = AvatarStore(p["avatar_db"])
         self.decoder_outputs = self.layout.output_names()
+        self._init_metrics()
+
+    def _init_metrics(self):
+        # Families must outlive their metrics: keep both on self. Instances share the series.
+        labels = {"model": self.args.name}
+        family = pb_utils.MetricFamily
+        self.families = [
+            family(name="talkserve_llm_generations_active", description="Generation loops running now",
+                   kind=family.GAUGE),
+            family(name="talkserve_llm_tokens_total", description="Tokens generated", kind=family.COUNTER),
+            family(name="talkserve_llm_time_to_first_token_seconds", description="Request to first generated token",
+                   kind=family.HISTOGRAM),
+        ]
+        self.active = self.families[0].Metric(labels=labels)
+        self.tokens = self.families[1].Metric(labels=labels)
+        self.ttft = self.families[2].Metric(labels=labels, buckets=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
 
     def _validate(self, request) -> tuple[str, str, int]:
         text = decode_text(scalar_bytes(request, "text"), "text", self.max_chars)
@@ -45,11 +63,20 @@ class TritonPythonModel:
         text, avatar_id, max_new_tokens = self._validate(request)
         avatar = pb_utils.Tensor("avatar_id", np.array([avatar_id.encode()], dtype=np.object_))
 
+        start, steps = time.monotonic(), 0
+
         def step(feeds):
+            nonlocal steps
             if request.is_cancelled():
                 raise Cancelled
-            return bls("llm_decoder", feeds, self.decoder_outputs)
+            out = bls("llm_decoder", feeds, self.decoder_outputs)
+            if steps == 0:
+                self.ttft.observe(time.monotonic() - start)
+            steps += 1
+            self.tokens.increment(1)
+            return out
 
+        self.active.increment(1)
         try:
             for sentence in stream_sentences(step, self.layout, self.tokenizer, text, max_new_tokens):
                 sender.send(pb_utils.InferenceResponse(output_tensors=[
@@ -59,6 +86,8 @@ class TritonPythonModel:
                 ]))
         except Cancelled:
             return
+        finally:
+            self.active.increment(-1)
 
     def execute(self, requests):
         stream_each(requests, self._stream)

@@ -14,6 +14,7 @@ from talkserve.serving.triton import ModelArgs, run_each
 class TritonPythonModel:
     def initialize(self, args):
         self.args = ModelArgs(args)
+        self.args.apply_cpu_nice()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(self.args.params.get("intra_op_threads", "0"))
         path = self.args.files / self.args.params.get("onnx_file", "model.onnx")
