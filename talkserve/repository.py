@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -157,7 +158,7 @@ def build(recipe: Recipe, output: Path, steps: list[tuple[str, Step]],
     fcntl.flock(lock, fcntl.LOCK_EX)  # one build per output at a time; stale staging is then safe to drop
     for stale in output.glob("releases/*.partial"):  # left by a killed build; never referenced
         shutil.rmtree(stale, ignore_errors=True)
-    build_id = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    build_id = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     staging = output / "releases" / f"{build_id}.partial"
     staging.mkdir()
     extra: dict = {"build_id": build_id, "reports": {}}

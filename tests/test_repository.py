@@ -49,6 +49,13 @@ def test_failed_build_leaves_the_previous_repository_untouched(tmp_path):
     assert [p.name for p in (out / "releases").iterdir()] == [before.name]  # no partial left
 
 
+def test_two_builds_in_the_same_second_both_publish(tmp_path):
+    out = tmp_path / "repo"
+    first = build(Recipe(name="same"), out, [("write", write_marker)], progress=lambda s: None).resolve()
+    second = build(Recipe(name="same"), out, [("write", write_marker)], progress=lambda s: None).resolve()
+    assert first != second and (out / "current").resolve() == second
+
+
 def test_killed_build_leftovers_are_never_served_and_are_cleaned(tmp_path):
     out = tmp_path / "repo"
     build(Recipe(name="a"), out, [("write", write_marker)], progress=lambda s: None)
