@@ -75,15 +75,16 @@ def ensemble_config(name: str) -> mc.ModelConfig:
         ensemble_scheduling=mc.ModelEnsembling(step=[
             step("llm", {"text": "text", "avatar_id": "avatar_id", "max_new_tokens": "max_new_tokens"},
                  {"reply_text": "sentence_text", "chunk_index": "sentence_index",
-                  "avatar_id": "sentence_avatar_id"}),
+                  "avatar_id": "sentence_avatar_id", "started_at": "request_started_at"}),
             step("tts", {"reply_text": "sentence_text"}, {"audio": "sentence_audio",
                                                           "sample_rate": "sentence_sample_rate"}),
             # Triton lets a step downstream of a decoupled model take inputs only from that model's
-            # lineage, so the avatar id travels with each sentence rather than from the request,
-            # and every response tensor comes out of the last (decoupled) step.
+            # lineage, so the avatar id (and the request's start time, for the end-to-end time to
+            # first chunk) travel with each sentence, and every response tensor comes out of the
+            # last (decoupled) step.
             step("lipsync", {"reply_text": "sentence_text", "chunk_index": "sentence_index",
                              "audio": "sentence_audio", "sample_rate": "sentence_sample_rate",
-                             "avatar_id": "sentence_avatar_id"},
+                             "avatar_id": "sentence_avatar_id", "started_at": "request_started_at"},
                  {n: n for n, _, _ in RESPONSE}),
         ]),
     )

@@ -40,13 +40,14 @@ def test_reply_streams_in_order_in_several_chunks(reply):
     assert chunks[0].seconds < 0.5 * chunks[-1].seconds
 
 
-def metric(server, name: str) -> float:
-    """Sum of a metric's series on the server's Prometheus endpoint."""
+def metric(server, name: str, **labels: str) -> float:
+    """Sum of a metric's series (those with `labels`) on the server's Prometheus endpoint."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5) as r:
         lines = r.read().decode().splitlines()
-    values = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + "{", name + " "))]
+    values = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + "{", name + " "))
+              and all(f'{k}="{v}"' in line for k, v in labels.items())]
     assert values, f"{name} is not exported"
     return sum(values)
 
@@ -64,6 +65,18 @@ def test_first_chunk_arrives_while_the_llm_is_still_generating(server, url):
     assert metric(server, "talkserve_llm_generations_active") == 0
     assert metric(server, "talkserve_llm_tokens_total") - tokens_before > 100
     assert metric(server, "talkserve_llm_time_to_first_token_seconds_count") >= 1
+
+
+def test_stage_metrics_are_exported_with_values(server, reply):
+    frames = sum(len(c.video) for c in reply.chunks)
+    assert metric(server, "talkserve_lipsync_frames_total") >= frames
+    assert metric(server, "talkserve_chunks_streamed_total") >= len(reply.chunks)
+    assert metric(server, "talkserve_time_to_first_chunk_seconds_count") >= 1
+    ttfc_sum = metric(server, "talkserve_time_to_first_chunk_seconds_sum")
+    assert 0 < ttfc_sum / metric(server, "talkserve_time_to_first_chunk_seconds_count") < 30
+    assert metric(server, "talkserve_tts_audio_seconds_total") >= len(concat_audio(reply.chunks)) / 22050 - 1
+    assert metric(server, "talkserve_tts_real_time_factor_count") >= 3
+    assert metric(server, "talkserve_lipsync_frames_per_second_count") >= len(reply.chunks)
 
 
 def test_each_chunk_carries_exactly_its_frames_audio(reply):
@@ -161,10 +174,12 @@ def test_a_good_request_ends_with_the_final_flag(url):
     assert raw_stream(url, inputs) == ("OK", "")
 
 
-def test_client_raises_talk_error_with_status(url):
+def test_client_raises_talk_error_with_status(server, url):
+    rejected = metric(server, "talkserve_requests_rejected_total", field="avatar_id")
     with TalkClient(url) as client, pytest.raises(TalkError) as e:
         list(client.stream("Hello!", "ghost"))
     assert e.value.status == "INVALID_ARGUMENT"
+    assert metric(server, "talkserve_requests_rejected_total", field="avatar_id") == rejected + 1
 
 
 def test_max_new_tokens_bounds_the_reply(url):

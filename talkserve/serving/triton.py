@@ -31,6 +31,38 @@ class ModelArgs:
             os.nice(nice)
 
 
+class Metrics:
+    """Custom Prometheus metrics of one model (pb_utils.MetricFamily), created once in initialize.
+
+    Families must outlive their metrics, so both live here. Instances of a model share a series
+    (same name and labels), which is what counters, gauges changed by ±1, and histograms want.
+    """
+
+    def __init__(self, model: str):
+        self.labels = {"model": model}
+        self.families: list = []
+
+    def _metric(self, name: str, description: str, kind, **kw):
+        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+        self.families.append(family)
+        return family.Metric(labels=self.labels, **kw)
+
+    def counter(self, name: str, description: str):
+        return self._metric(name, description, pb_utils.MetricFamily.COUNTER)
+
+    def counters_by(self, name: str, description: str, label: str, values: list[str]) -> dict:
+        """One counter family, one series per label value (e.g. rejected requests by field)."""
+        family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+        self.families.append(family)
+        return {v: family.Metric(labels={**self.labels, label: v}) for v in values}
+
+    def gauge(self, name: str, description: str):
+        return self._metric(name, description, pb_utils.MetricFamily.GAUGE)
+
+    def histogram(self, name: str, description: str, buckets: list[float]):
+        return self._metric(name, description, pb_utils.MetricFamily.HISTOGRAM, buckets=buckets)
+
+
 def optional_input(request, name: str) -> np.ndarray | None:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else tensor.as_numpy()

@@ -5,12 +5,14 @@ The generator is the `wav2lip` model, called through BLS so the same code drives
 session (CPU) or a TensorRT engine (GPU).
 """
 
+import time
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.lipsync import animate
-from talkserve.serving.triton import ModelArgs, bls, optional_input, scalar_bytes, stream_each
+from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError
 
 
@@ -25,6 +27,13 @@ class TritonPythonModel:
         self.store = AvatarStore(p["avatar_db"])
         self.fps = float(p["fps"])
         self.first_part, self.part = int(p["first_part_frames"]), int(p["part_frames"])
+        m = self.metrics = Metrics(self.args.name)
+        self.frames = m.counter("talkserve_lipsync_frames_total", "Video frames generated")
+        self.fps_hist = m.histogram("talkserve_lipsync_frames_per_second",
+                                    "Frames per second of lip-sync compute, per part", [5, 10, 15, 25, 50, 100, 200])
+        self.chunks = m.counter("talkserve_chunks_streamed_total", "Responses streamed to clients")
+        self.ttfc = m.histogram("talkserve_time_to_first_chunk_seconds", "Request to its first streamed chunk",
+                                [0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10])
 
     def _stream(self, request, sender) -> None:
         text = optional_input(request, "reply_text")
@@ -32,19 +41,27 @@ class TritonPythonModel:
         audio = optional_input(request, "audio").astype(np.float32)
         sr = optional_input(request, "sample_rate").astype(np.int32)
         avatar_id = scalar_bytes(request, "avatar_id").decode("utf-8", "replace")
+        started_at = float(optional_input(request, "started_at")[0])
         try:
             avatar = self.store.get(avatar_id)
         except AvatarError as e:
             raise RequestError("avatar_id", str(e)) from None
+        computed = time.monotonic()
         for part in animate(audio, int(sr[0]), avatar, wav2lip, self.fps, self.first_part, self.part):
             if request.is_cancelled():
                 return
+            self.fps_hist.observe(len(part.frames) / max(time.monotonic() - computed, 1e-6))
+            self.frames.increment(len(part.frames))
+            if index[0] == 0 and part.index == 0:
+                self.ttfc.observe(time.time() - started_at)
             sender.send(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
                 pb_utils.Tensor("part_index", np.array([part.index], np.int32)),
                 pb_utils.Tensor("audio", part.audio), pb_utils.Tensor("sample_rate", sr),
                 pb_utils.Tensor("video", part.frames),
             ]))
+            self.chunks.increment(1)
+            computed = time.monotonic()
 
     def execute(self, requests):
         stream_each(requests, self._stream)

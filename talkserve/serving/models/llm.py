@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from talkserve.avatars import AvatarStore
 from talkserve.generate import stream_sentences
 from talkserve.models.llm import KVLayout
-from talkserve.serving.triton import ModelArgs, bls, optional_input, scalar_bytes, stream_each
+from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError, decode_text
 
 
@@ -34,19 +34,13 @@ class TritonPythonModel:
         self._init_metrics()
 
     def _init_metrics(self):
-        # Families must outlive their metrics: keep both on self. Instances share the series.
-        labels = {"model": self.args.name}
-        family = pb_utils.MetricFamily
-        self.families = [
-            family(name="talkserve_llm_generations_active", description="Generation loops running now",
-                   kind=family.GAUGE),
-            family(name="talkserve_llm_tokens_total", description="Tokens generated", kind=family.COUNTER),
-            family(name="talkserve_llm_time_to_first_token_seconds", description="Request to first generated token",
-                   kind=family.HISTOGRAM),
-        ]
-        self.active = self.families[0].Metric(labels=labels)
-        self.tokens = self.families[1].Metric(labels=labels)
-        self.ttft = self.families[2].Metric(labels=labels, buckets=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+        m = self.metrics = Metrics(self.args.name)
+        self.active = m.gauge("talkserve_llm_generations_active", "Generation loops running now")
+        self.tokens = m.counter("talkserve_llm_tokens_total", "Tokens generated")
+        self.ttft = m.histogram("talkserve_llm_time_to_first_token_seconds", "Request to first generated token",
+                                [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+        self.rejected = m.counters_by("talkserve_requests_rejected_total", "Requests refused as invalid, by field",
+                                      "field", ["text", "avatar_id", "max_new_tokens"])
 
     def _validate(self, request) -> tuple[str, str, int]:
         text = decode_text(scalar_bytes(request, "text"), "text", self.max_chars)
@@ -60,7 +54,12 @@ class TritonPythonModel:
         return text, avatar_id, n
 
     def _stream(self, request, sender) -> None:
-        text, avatar_id, max_new_tokens = self._validate(request)
+        started_at = pb_utils.Tensor("started_at", np.array([time.time()], np.float64))  # wall clock: crosses processes
+        try:
+            text, avatar_id, max_new_tokens = self._validate(request)
+        except RequestError as e:
+            self.rejected[e.field].increment(1)
+            raise
         avatar = pb_utils.Tensor("avatar_id", np.array([avatar_id.encode()], dtype=np.object_))
 
         start, steps = time.monotonic(), 0
@@ -82,7 +81,7 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", np.array([sentence.text.encode()], dtype=np.object_)),
                     pb_utils.Tensor("chunk_index", np.array([sentence.index], np.int32)),
-                    avatar,
+                    avatar, started_at,
                 ]))
         except Cancelled:
             return

@@ -1,11 +1,13 @@
 """Triton python model `tts`: one sentence of text → speech padded to whole video frames."""
 
+import time
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve.audio import pad_to_frames
 from talkserve.models.piper_tts import PiperTTS
-from talkserve.serving.triton import ModelArgs, run_each, scalar_bytes
+from talkserve.serving.triton import Metrics, ModelArgs, run_each, scalar_bytes
 from talkserve.text import decode_text
 
 
@@ -17,10 +19,20 @@ class TritonPythonModel:
         self.tts = PiperTTS(self.args.files / "voice.onnx", self.args.files / "voice.onnx.json",
                             length_scale=float(p["length_scale"]), noise_scale=float(p["noise_scale"]),
                             noise_w_scale=float(p["noise_w_scale"]), threads=int(p["intra_op_threads"]))
+        self.metrics = Metrics(self.args.name)
+        self.rtf = self.metrics.histogram("talkserve_tts_real_time_factor", "Synthesis seconds per second of speech",
+                                          [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2])
+        self.spoken = self.metrics.counter("talkserve_tts_audio_seconds_total", "Seconds of speech synthesised")
 
     def _run(self, request):
         text = decode_text(scalar_bytes(request, "reply_text"), field="reply_text")
-        audio = pad_to_frames(self.tts.synthesize(text), self.tts.sample_rate, self.fps)
+        start = time.monotonic()
+        speech = self.tts.synthesize(text)
+        seconds = len(speech) / self.tts.sample_rate
+        if seconds:
+            self.rtf.observe((time.monotonic() - start) / seconds)
+            self.spoken.increment(seconds)
+        audio = pad_to_frames(speech, self.tts.sample_rate, self.fps)
         return [pb_utils.Tensor("audio", audio.astype(np.float32)),
                 pb_utils.Tensor("sample_rate", np.array([self.tts.sample_rate], np.int32))]
 
