@@ -116,3 +116,20 @@ def test_generation_with_kv_cache_matches_full_recompute(starter_step):
     cached = list(generate_tokens(step, layout, ids, 12, eos_ids=set()))
     assert cached == full[len(ids):]
     assert np.isfinite(cached).all()
+
+
+def test_starter_training_is_reproducible(tmp_path):
+    """Same script, same seed → byte-identical weights and tokenizer (short schedule for CI)."""
+    import hashlib
+
+    from talkserve.models.train_llm import TrainConfig, train
+
+    def digest(path):
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                for f in sorted(path.iterdir()) if f.name in ("model.safetensors", "tokenizer.json")}
+
+    cfg = TrainConfig(steps=8, batch_size=8)
+    a, b = train(tmp_path / "a", cfg), train(tmp_path / "b", cfg)
+    assert digest(a) == digest(b) and len(digest(a)) == 2
+    model, tokenizer = load_llm(a)  # and it is a normal Hugging Face directory
+    assert model.config.num_key_value_heads == 2 and tokenizer.chat_template
