@@ -85,12 +85,16 @@ class AvatarStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._schema_ready = False  # the serving models look avatars up per request: set up once
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._schema_ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute(SCHEMA)
+        if not self._schema_ready:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent in the file: readers never block writers
+            con.execute(SCHEMA)
+            self._schema_ready = True
         return con
 
     def add(self, image_path: str | Path, avatar_id: str, replace: bool = False) -> Avatar:

@@ -68,8 +68,8 @@ def llm_decoder_spec(model: nn.Module) -> ExportSpec:
         "attention_mask": {0: "batch", 1: "total_sequence"},
         "position_ids": {0: "batch", 1: "sequence"},
         "logits": {0: "batch", 1: "sequence"},
-        **{n: kv_axes for n in names_in[3:]},
-        **{n: present_axes for n in names_out[1:]},
+        **{n: kv_axes for n in layout.past_names()},
+        **{n: present_axes for n in layout.present_names()},
     }
     # Traced on a mid-sized case; checked on prefill (no past) and single-token decode too.
     return ExportSpec("llm_decoder", names_in, names_out, axes, inputs(2, 5, 3),
@@ -88,7 +88,7 @@ def wav2lip_spec() -> ExportSpec:
 
 def _run_onnx(path: Path, spec: ExportSpec, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(spec.output_names, {n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=False)})
+    return sess.run(spec.output_names, {n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=True)})
 
 
 def validate(model: nn.Module, path: Path, spec: ExportSpec) -> dict[str, float]:
@@ -99,7 +99,7 @@ def validate(model: nn.Module, path: Path, spec: ExportSpec) -> dict[str, float]
             ref = model(*inputs)
         ref = ref if isinstance(ref, tuple) else (ref,)
         got = _run_onnx(path, spec, inputs)
-        for name, r, g in zip(spec.output_names, ref, got, strict=False):
+        for name, r, g in zip(spec.output_names, ref, got, strict=True):
             r = r.numpy()
             if r.shape != g.shape:
                 raise ExportValidationError(f"{spec.name}.{name}: shape {g.shape} != PyTorch {r.shape}")

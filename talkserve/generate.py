@@ -22,7 +22,6 @@ Step = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 class Sentence:
     text: str
     index: int
-    tokens_so_far: int
 
 
 def prompt_ids(tokenizer, user_text: str) -> list[int]:
@@ -37,8 +36,7 @@ def prompt_ids(tokenizer, user_text: str) -> list[int]:
 
 def empty_cache(layout: KVLayout, batch: int = 1) -> dict[str, np.ndarray]:
     shape = (batch, layout.num_kv_heads, 0, layout.head_dim)
-    names = layout.input_names()[3:]
-    return {name: np.zeros(shape, np.float32) for name in names}
+    return {name: np.zeros(shape, np.float32) for name in layout.past_names()}
 
 
 def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens: int,
@@ -61,7 +59,7 @@ def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens
         if token in eos_ids:
             return
         yield token
-        past = {name: out[p] for name, p in zip(layout.input_names()[3:], layout.output_names()[1:], strict=False)}
+        past = {name: out[p] for name, p in zip(layout.past_names(), layout.present_names(), strict=True)}
         new = np.asarray([[token]], np.int64)
 
 
@@ -82,8 +80,8 @@ def stream_sentences(step: Step, layout: KVLayout, tokenizer, user_text: str,
             continue
         piece, text_so_far = text[len(text_so_far):], text
         for sentence in splitter.feed(piece):
-            yield Sentence(sentence, index, len(generated))
+            yield Sentence(sentence, index)
             index += 1
     for sentence in splitter.flush():
-        yield Sentence(sentence, index, len(generated))
+        yield Sentence(sentence, index)
         index += 1

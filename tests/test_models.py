@@ -83,7 +83,7 @@ def starter_step(tmp_path_factory):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     layout = KVLayout.from_config(model.config)
     names = layout.output_names()
-    return (lambda feeds: dict(zip(names, session.run(names, feeds), strict=False))), layout, tokenizer
+    return (lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))), layout, tokenizer
 
 
 @pytest.mark.parametrize(("question", "first"), [

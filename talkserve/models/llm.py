@@ -31,13 +31,17 @@ class KVLayout:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         return cls(config.num_hidden_layers, config.num_key_value_heads, head_dim, config.vocab_size)
 
+    def past_names(self) -> list[str]:
+        return [f"past_key_values.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
+
+    def present_names(self) -> list[str]:
+        return [f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
+
     def input_names(self) -> list[str]:
-        kv = [f"past_key_values.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
-        return ["input_ids", "attention_mask", "position_ids", *kv]
+        return ["input_ids", "attention_mask", "position_ids", *self.past_names()]
 
     def output_names(self) -> list[str]:
-        kv = [f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
-        return ["logits", *kv]
+        return ["logits", *self.present_names()]
 
 
 def check_model_dir(path: str | Path) -> Path:

@@ -45,9 +45,9 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
     extra["reports"]["llm_decoder"] = {"max_abs_diff": report.max_abs_diff}
 
     kv_in = [tensor(n, T.TYPE_FP32, [-1, layout.num_kv_heads, -1, layout.head_dim])
-             for n in layout.input_names()[3:]]
+             for n in layout.past_names()]
     kv_out = [out(n, T.TYPE_FP32, [-1, layout.num_kv_heads, -1, layout.head_dim])
-              for n in layout.output_names()[1:]]
+              for n in layout.present_names()]
     decoder = python_model(
         "llm_decoder",
         [tensor("input_ids", T.TYPE_INT64, [-1, -1]), tensor("attention_mask", T.TYPE_INT64, [-1, -1]),

@@ -25,7 +25,7 @@ class TritonPythonModel:
     def _run(self, request):
         feeds = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
         values = self.session.run(self.outputs, feeds)
-        return [pb_utils.Tensor(name, value) for name, value in zip(self.outputs, values, strict=False)]
+        return [pb_utils.Tensor(name, value) for name, value in zip(self.outputs, values, strict=True)]
 
     def execute(self, requests):
         return run_each(requests, self._run)
