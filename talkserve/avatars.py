@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -45,7 +46,7 @@ class Avatar:
     portrait: np.ndarray  # (H, W, 3) uint8 RGB
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 of the pasted face region
 
-    @property
+    @cached_property
     def face(self) -> np.ndarray:
         """(96, 96, 3) uint8 RGB crop that Wav2Lip animates."""
         x1, y1, x2, y2 = self.box
@@ -86,6 +87,7 @@ class AvatarStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._schema_ready = False  # the serving models look avatars up per request: set up once
+        self._decoded: dict[str, tuple[bytes, Avatar]] = {}  # id → (stored PNG, decoded avatar)
 
     def _connect(self) -> sqlite3.Connection:
         if not self._schema_ready:
@@ -133,8 +135,13 @@ class AvatarStore:
         if row is None:
             raise AvatarError(f"avatar_id {avatar_id!r} is not registered")
         *box, png = row
+        cached = self._decoded.get(avatar_id)
+        if cached and cached[0] == png and cached[1].box == tuple(box):
+            return cached[1]  # same stored bytes: skip the PNG decode (the costly part) and the crop
         rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        return Avatar(avatar_id, rgb, tuple(box))
+        avatar = Avatar(avatar_id, rgb, tuple(box))
+        self._decoded[avatar_id] = (png, avatar)
+        return avatar
 
     def exists(self, avatar_id: str) -> bool:
         con = self._connect()

@@ -102,7 +102,7 @@ def say(
 
     try:
         result = speak(url, text, avatar, output, max_new_tokens)
-    except Exception as e:
+    except Exception as e:  # a CLI reports the error; it does not print a traceback
         fail(str(e))
     typer.echo(result.summary())
 

@@ -42,18 +42,20 @@ class Metrics:
         self.labels = {"model": model}
         self.families: list = []
 
-    def _metric(self, name: str, description: str, kind, **kw):
+    def _family(self, name: str, description: str, kind):
         family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
         self.families.append(family)
-        return family.Metric(labels=self.labels, **kw)
+        return family
+
+    def _metric(self, name: str, description: str, kind, **kw):
+        return self._family(name, description, kind).Metric(labels=self.labels, **kw)
 
     def counter(self, name: str, description: str):
         return self._metric(name, description, pb_utils.MetricFamily.COUNTER)
 
     def counters_by(self, name: str, description: str, label: str, values: list[str]) -> dict:
         """One counter family, one series per label value (e.g. rejected requests by field)."""
-        family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
-        self.families.append(family)
+        family = self._family(name, description, pb_utils.MetricFamily.COUNTER)
         return {v: family.Metric(labels={**self.labels, label: v}) for v in values}
 
     def gauge(self, name: str, description: str):
@@ -98,7 +100,7 @@ def run_each(requests, handle) -> list:
     for request in requests:
         try:
             responses.append(pb_utils.InferenceResponse(output_tensors=handle(request)))
-        except Exception as e:
+        except Exception as e:  # every error must reach its own request, not fail the batch
             responses.append(error_response(e))
     return responses
 
@@ -110,7 +112,7 @@ def stream_each(requests, handle) -> None:
         sender = request.get_response_sender()
         try:
             handle(request, sender)
-        except Exception as e:
+        except Exception as e:  # the client must get the error, not a stream that never ends
             sender.send(error_response(e), flags=FINAL)
             continue
         sender.send(flags=FINAL)

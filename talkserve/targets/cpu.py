@@ -23,10 +23,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 SEQUENTIAL = 1
 
 
-def _threads(recipe: Recipe) -> int:
-    return recipe.serving.onnx_threads
-
-
 def check_inputs(root: Path, recipe: Recipe, extra: dict) -> None:
     """Fail in a second on a missing input, not after minutes of export."""
     from talkserve.models.llm import check_model_dir
@@ -53,7 +49,7 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
         [tensor("input_ids", T.TYPE_INT64, [-1, -1]), tensor("attention_mask", T.TYPE_INT64, [-1, -1]),
          tensor("position_ids", T.TYPE_INT64, [-1, -1]), *kv_in],
         [out("logits", T.TYPE_FP32, [-1, -1, layout.vocab_size]), *kv_out],
-        {"onnx_file": "model.onnx", "intra_op_threads": _threads(recipe), "cpu_nice": recipe.llm.cpu_nice},
+        {"onnx_file": "model.onnx", "intra_op_threads": recipe.serving.onnx_threads, "cpu_nice": recipe.llm.cpu_nice},
         instances=recipe.llm.instances,
     )
     repo.write_config(root / "llm_decoder", decoder)
@@ -94,7 +90,7 @@ def tts_step(root: Path, recipe: Recipe, extra: dict) -> None:
         "tts", [tensor("reply_text", T.TYPE_STRING, [1])],
         [out("audio", T.TYPE_FP32, [-1]), out("sample_rate", T.TYPE_INT32, [1])],
         {"fps": recipe.video.fps, "length_scale": t.length_scale, "noise_scale": t.noise_scale,
-         "noise_w_scale": t.noise_w_scale, "intra_op_threads": _threads(recipe)},
+         "noise_w_scale": t.noise_w_scale, "intra_op_threads": recipe.serving.onnx_threads},
         instances=SEQUENTIAL,
     )
     repo.write_config(root / "tts", cfg)
@@ -110,7 +106,7 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
     gen = python_model(
         "wav2lip", [tensor("mel", T.TYPE_FP32, [-1, 1, 80, 16]), tensor("face", T.TYPE_FP32, [-1, 6, 96, 96])],
         [out("frames", T.TYPE_FP32, [-1, 3, 96, 96])],
-        {"onnx_file": "model.onnx", "intra_op_threads": _threads(recipe)}, instances=w.instances,
+        {"onnx_file": "model.onnx", "intra_op_threads": recipe.serving.onnx_threads}, instances=w.instances,
     )
     repo.write_config(root / "wav2lip", gen)
     repo.install_python_model(root / "wav2lip", "onnx_session")

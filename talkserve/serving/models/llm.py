@@ -54,7 +54,8 @@ class TritonPythonModel:
         return text, avatar_id, n
 
     def _stream(self, request, sender) -> None:
-        started_at = pb_utils.Tensor("started_at", np.array([time.time()], np.float64))  # wall clock: crosses processes
+        start = time.time()  # wall clock: lipsync, another process, measures time to first chunk from it
+        started_at = pb_utils.Tensor("started_at", np.array([start], np.float64))
         try:
             text, avatar_id, max_new_tokens = self._validate(request)
         except RequestError as e:
@@ -62,16 +63,16 @@ class TritonPythonModel:
             raise
         avatar = pb_utils.Tensor("avatar_id", np.array([avatar_id.encode()], dtype=np.object_))
 
-        start, steps = time.monotonic(), 0
+        first = True
 
         def step(feeds):
-            nonlocal steps
+            nonlocal first
             if request.is_cancelled():
                 raise Cancelled
             out = bls("llm_decoder", feeds, self.decoder_outputs)
-            if steps == 0:
-                self.ttft.observe(time.monotonic() - start)
-            steps += 1
+            if first:
+                self.ttft.observe(time.time() - start)
+                first = False
             self.tokens.increment(1)
             return out
 
