@@ -1,0 +1,225 @@
+"""The compression schedule per model: prune a step → distill → gate, repeat; export; INT8; gate; measure.
+
+The teacher is always the uncompressed model. Pruning stops at the target ratio, or at the first
+failing gate: the build then fails naming model, metric, value and threshold, unless
+`accept_failed_gates` is set, in which case that student is kept, the failure is recorded in the
+report, and pruning goes no further.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from torch import nn
+
+from talkserve.compress.config import ModelCompression, PiperCompression
+from talkserve.compress.distill import distill
+from talkserve.compress.gates import GateFailure, GateResult, check, failed
+from talkserve.compress.prune import count_params
+from talkserve.compress.quantize import quantize
+from talkserve.compress.tasks import PiperTask, Task
+
+
+@dataclass
+class Measures:
+    params: int
+    bytes: int
+    macs: float | None
+    latency_s: float
+    peak_mb: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ModelReport:
+    name: str
+    before: Measures
+    after: Measures
+    gates: list[GateResult]
+    served: str  # file name of the served ONNX
+    trt: str | None  # s8 Q/DQ ONNX for TensorRT
+    cpu_form: str
+    prune_steps: list[dict] = field(default_factory=list)
+    float_groups: list[str] = field(default_factory=list)
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    forms: dict[str, dict] = field(default_factory=dict)
+    accepted_failures: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["gates"] = [g.as_dict() for g in self.gates]
+        return d
+
+
+# ---- measuring -----------------------------------------------------------------------------
+
+
+def ort_latency(path: Path, feed: dict[str, np.ndarray], runs: int = 5, threads: int = 0) -> float:
+    """Median wall time of one ONNX Runtime run (one warm-up first)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    s.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        s.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+_PEAK = """
+import resource, sys, numpy as np, onnxruntime as ort
+feed = dict(np.load(sys.argv[2]))
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+s.run(None, feed)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_memory_mb(path: Path, feed: dict[str, np.ndarray]) -> float:
+    """Peak RSS (MiB) of a fresh Python process that loads the model and runs it once.
+
+    Absolute, interpreter and ONNX Runtime included (~60 MiB here), so before/after compare fairly."""
+    npz = path.with_suffix(".feed.npz")
+    np.savez(npz, **feed)
+    try:
+        out = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(npz)], capture_output=True, text=True,
+                             check=True, timeout=600)
+        return float(out.stdout.strip().splitlines()[-1])
+    finally:
+        npz.unlink(missing_ok=True)
+
+
+def onnx_params(path: Path) -> int:
+    return int(sum(np.prod(t.dims) for t in onnx.load(str(path)).graph.initializer))
+
+
+def macs(model: nn.Module | None, example_inputs: tuple) -> float | None:
+    if model is None:
+        return None
+    import torch_pruning as tp
+
+    return float(tp.utils.count_ops_and_params(model, example_inputs)[0])
+
+
+def measure(task, model: nn.Module | None, path: Path, runs: int) -> Measures:
+    feed = task.latency_feed(path)
+    return Measures(
+        params=count_params(model) if model is not None else onnx_params(path),
+        bytes=path.stat().st_size,
+        macs=macs(model, task.example_inputs()) if model is not None else None,
+        latency_s=ort_latency(path, feed, runs),
+        peak_mb=peak_memory_mb(path, feed),
+    )
+
+
+# ---- the schedule --------------------------------------------------------------------------
+
+
+def evaluate(task, runner) -> dict[str, float]:
+    return task.metrics([runner(x) for x in task.held_out()], task.references())
+
+
+def _gate(name: str, metrics: dict, gates, accept: bool, accepted: list[str]) -> list[GateResult]:
+    results = check(name, metrics, gates)
+    bad = failed(results)
+    if bad and not accept:
+        raise GateFailure(bad)
+    accepted += [r.describe() for r in bad]
+    return results
+
+
+def compress_model(task: Task, cfg: ModelCompression, out_dir: Path, accept: bool = False,
+                   latency_runs: int = 5, log=print) -> tuple[nn.Module, ModelReport]:
+    """Compress `task.teacher` per `cfg`; writes model.fp32.onnx (+ INT8 forms) under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task.distill_cfg = cfg.distill
+    teacher_onnx = out_dir / "teacher.fp32.onnx"
+    task.export(task.teacher, teacher_onnx)
+    before = measure(task, task.teacher, teacher_onnx, latency_runs)
+    before.metrics = evaluate(task, task.onnx_runner(teacher_onnx))
+    student, steps, accepted = copy.deepcopy(task.teacher), [], []
+    for ratio, pruned in task.prune(student, cfg.prune):
+        student = pruned  # conv nets shrink in place; the LLM comes back as a new, smaller model
+        losses = distill(student, lambda s: task.batch(s, cfg.distill.batch_size), task.loss, cfg.distill,
+                         desc=f"{task.name} distill @ {ratio:.2f}")
+        metrics = evaluate(task, task.torch_runner(student))
+        results = check(task.name, metrics, cfg_gates(cfg))
+        steps.append({"ratio": ratio, "params": count_params(student), "distill_loss_first": losses[:1],
+                      "distill_loss_last": losses[-1:], "metrics": metrics,
+                      "gates": [r.as_dict() for r in results]})
+        log(f"    {task.name}: pruned {ratio:.0%} → {count_params(student):,} params; "
+            + ", ".join(r.describe().split(": ", 1)[1] for r in results))
+        if failed(results):
+            _gate(task.name, metrics, cfg_gates(cfg), accept, accepted)
+            break  # accepted: go no further than the first failing step
+    fp32 = out_dir / "model.fp32.onnx"
+    task.export(student, fp32)
+    report = _finish(task, cfg, student, fp32, out_dir, accept, accepted, latency_runs, log)
+    report.before, report.prune_steps = before, steps
+    (teacher_onnx).unlink()
+    return student, report
+
+
+def cfg_gates(cfg):
+    return cfg.gates
+
+
+def _finish(task, cfg, student, fp32: Path, out_dir: Path, accept: bool, accepted: list[str], runs: int,
+            log) -> ModelReport:
+    gates = cfg_gates(cfg)
+    if cfg.quantize.precision == "int8":
+        held = task.held_out()
+        fp32_outs = [task.onnx_runner(fp32)(x) for x in held]
+
+        def judge(path: Path):
+            """(error added by INT8 vs. the FP32 student — what the sweep ranks by, gates vs. the teacher)."""
+            outs = [task.onnx_runner(path)(x) for x in held]
+            added = task.error(outs, fp32_outs)
+            return added, check(task.name, task.metrics(outs, task.references()), gates)
+
+        q = quantize(fp32, out_dir, task.calibration_feeds(fp32), cfg.quantize, judge,
+                     lambda p: ort_latency(p, task.latency_feed(p), runs))
+        served, trt, form = q.cpu, q.trt, q.cpu_form
+        extra = {"float_groups": q.float_groups, "sensitivity": q.sensitivity, "forms": q.forms}
+        timings = ", ".join(f"{k} {v['latency_s'] * 1e3:.1f} ms" for k, v in q.forms.items())
+        log(f"    {task.name}: INT8 served as {form} ({timings}); float groups {q.float_groups or 'none'}")
+    else:
+        served, trt, form, extra = fp32, None, "fp32", {}
+    metrics = evaluate(task, task.onnx_runner(served))
+    results = _gate(task.name, metrics, gates, accept, accepted)
+    for r in results:
+        log(f"    {r.describe()}")
+    after = measure(task, student, served, runs)
+    after.metrics = metrics
+    return ModelReport(task.name, after, after, results, served.name, trt.name if trt else None, form,
+                       accepted_failures=accepted, **extra)
+
+
+def compress_piper(task: PiperTask, cfg: PiperCompression, out_dir: Path, accept: bool = False,
+                   latency_runs: int = 5, log=print) -> ModelReport:
+    """ONNX-only: the published voice is the teacher; INT8 where it holds, float where it does not."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task.references()
+    before = measure(task, None, task.model, latency_runs)
+    before.metrics = evaluate(task, task.onnx_runner(task.model))
+    report = _finish(task, cfg, None, task.model, out_dir, accept, [], latency_runs, log)
+    report.before = before
+    return report
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
