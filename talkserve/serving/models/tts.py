@@ -1,4 +1,7 @@
-"""Triton python model `tts`: one sentence of text → speech padded to whole video frames."""
+"""Triton python model `tts`: one sentence of text → speech padded to whole video frames.
+
+`kind` (config parameter) picks the engine: a Piper VITS voice, or FastSpeech2 + HiFi-GAN ONNX.
+"""
 
 import time
 
@@ -6,6 +9,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve.audio import pad_to_frames
+from talkserve.models.fastspeech2 import FastSpeech2TTS
 from talkserve.models.piper_tts import PiperTTS
 from talkserve.serving.triton import Metrics, ModelArgs, run_each, scalar_bytes
 from talkserve.text import decode_text
@@ -16,9 +20,13 @@ class TritonPythonModel:
         self.args = ModelArgs(args)
         p = self.args.params
         self.fps = float(p["fps"])
-        self.tts = PiperTTS(self.args.files / "voice.onnx", self.args.files / "voice.onnx.json",
-                            length_scale=float(p["length_scale"]), noise_scale=float(p["noise_scale"]),
-                            noise_w_scale=float(p["noise_w_scale"]), threads=int(p["intra_op_threads"]))
+        threads, files = int(p["intra_op_threads"]), self.args.files
+        if p.get("kind", "piper") == "piper":
+            self.tts = PiperTTS(files / "voice.onnx", files / "voice.onnx.json",
+                                length_scale=float(p["length_scale"]), noise_scale=float(p["noise_scale"]),
+                                noise_w_scale=float(p["noise_w_scale"]), threads=threads)
+        else:
+            self.tts = FastSpeech2TTS(files / "acoustic.onnx", files / "vocoder.onnx", int(p["sample_rate"]), threads)
         self.metrics = Metrics(self.args.name)
         self.rtf = self.metrics.histogram("talkserve_tts_real_time_factor", "Synthesis seconds per second of speech",
                                           [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2])
