@@ -155,14 +155,14 @@ def compress_model(task: Task, cfg: ModelCompression, out_dir: Path, accept: boo
         losses = distill(student, lambda s: task.batch(s, cfg.distill.batch_size), task.loss, cfg.distill,
                          desc=f"{task.name} distill @ {ratio:.2f}")
         metrics = evaluate(task, task.torch_runner(student))
-        results = check(task.name, metrics, cfg_gates(cfg))
+        results = check(task.name, metrics, cfg.gates)
         steps.append({"ratio": ratio, "params": count_params(student), "distill_loss_first": losses[:1],
                       "distill_loss_last": losses[-1:], "metrics": metrics,
                       "gates": [r.as_dict() for r in results]})
         log(f"    {task.name}: pruned {ratio:.0%} → {count_params(student):,} params; "
             + ", ".join(r.describe().split(": ", 1)[1] for r in results))
         if failed(results):
-            _gate(task.name, metrics, cfg_gates(cfg), accept, accepted)
+            _gate(task.name, metrics, cfg.gates, accept, accepted)
             break  # accepted: go no further than the first failing step
     fp32 = out_dir / "model.fp32.onnx"
     task.export(student, fp32)
@@ -172,13 +172,9 @@ def compress_model(task: Task, cfg: ModelCompression, out_dir: Path, accept: boo
     return student, report
 
 
-def cfg_gates(cfg):
-    return cfg.gates
-
-
 def _finish(task, cfg, student, fp32: Path, out_dir: Path, accept: bool, accepted: list[str], runs: int,
             log) -> ModelReport:
-    gates = cfg_gates(cfg)
+    gates = cfg.gates
     if cfg.quantize.precision == "int8":
         held = task.held_out()
         fp32_outs = [task.onnx_runner(fp32)(x) for x in held]
@@ -203,6 +199,7 @@ def _finish(task, cfg, student, fp32: Path, out_dir: Path, accept: bool, accepte
         log(f"    {r.describe()}")
     after = measure(task, student, served, runs)
     after.metrics = metrics
+    # `before` (here a placeholder) and the prune steps are filled in by the caller
     return ModelReport(task.name, after, after, results, served.name, trt.name if trt else None, form,
                        accepted_failures=accepted, **extra)
 

@@ -155,7 +155,7 @@ def quantize(model: Path, out_dir: Path, feeds: Feeds, cfg: QuantizeConfig, eval
         writer = _Writer(model, feeds, cfg, Path(tmp))
         kept, scores = choose_float_groups(writer, evaluate, cfg)
         trt = writer.write("qdq_s8", kept)
-        forms, best = {}, None
+        forms = {}
         for form in cfg.cpu_forms:
             path = writer.write(form, kept)
             _, gates = evaluate(path)

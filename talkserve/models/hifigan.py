@@ -139,7 +139,7 @@ def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_hifigan(path: str | Path | None, config: HiFiGANConfig = V1, seed: int = 0) -> Generator:
     """An official `{"generator": ...}` checkpoint (or a pruned one of ours); None = random init, official init."""
-    from talkserve.models.shapes import fit_to_state_dict
+    from talkserve.models.shapes import fit_to_state_dict, read_checkpoint
 
     if path is None:
         torch.manual_seed(seed)
@@ -147,10 +147,7 @@ def load_hifigan(path: str | Path | None, config: HiFiGANConfig = V1, seed: int 
         init_weights(model)
         return model.eval()
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated/corrupt files raise many different types
-        raise ValueError(f"{path}: not a readable HiFi-GAN checkpoint ({e})") from e
+    ckpt = read_checkpoint(path, "HiFi-GAN")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("generator"), dict):
         raise ValueError(f"{path}: expected a dict with 'generator' (the official generator file layout)")
     state = fold_weight_norm(ckpt["generator"])

@@ -8,8 +8,18 @@ stays the one readable class.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+
+def read_checkpoint(path: str | Path, what: str):
+    """`torch.load` of a weights-only file, with one clear error for any unreadable one."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated/corrupt files raise many different types
+        raise ValueError(f"{path}: not a readable {what} checkpoint ({e})") from e
 
 
 def _resized(module: nn.Module, weight: torch.Tensor) -> nn.Module | None:

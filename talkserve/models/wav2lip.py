@@ -104,16 +104,15 @@ def wav2lip_state_dict(model: nn.Module) -> dict:
 
 def load_wav2lip(path: str | Path | None, seed: int = 0) -> Wav2Lip:
     """Load an official Wav2Lip checkpoint; `None` gives the random-init starter at the same size."""
+    from talkserve.models.shapes import read_checkpoint
+
     model = Wav2Lip()
     if path is None:
         torch.manual_seed(seed)
         model = Wav2Lip()
         return model.eval()
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated/corrupt files raise many different types
-        raise ValueError(f"{path}: not a readable Wav2Lip checkpoint ({e})") from e
+    ckpt = read_checkpoint(path, "Wav2Lip")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a dict with 'state_dict', got {type(ckpt).__name__}")
