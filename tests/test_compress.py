@@ -164,6 +164,23 @@ def test_pruned_int8_vocoder_has_qdq_and_holds_its_gate(data, tmp_path):
     assert (tmp_path / "compression_report.json").is_file()
 
 
+def test_fitting_the_vocoder_teacher_turns_a_constant_into_speech_band_audio(data):
+    from talkserve.models.train_vocoder import FitConfig, fit_to_speech
+
+    teacher = load_hifigan(None, TINY_VOCODER)
+    mel = torch.from_numpy(VocoderTask(teacher, data).held_out()[0])
+
+    def ac_to_dc() -> float:
+        with torch.no_grad():
+            y = teacher(mel)[0, 0].numpy()
+        return float(y.std() / (abs(y.mean()) + 1e-9))
+
+    before = ac_to_dc()
+    losses = fit_to_speech(teacher, data.speech.train, FitConfig(steps=40))
+    assert before < 0.1  # the official init: conv_post's bias, barely moving
+    assert ac_to_dc() > 1 and np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
 class BrokenVocoder(VocoderTask):
     """Pruning that also flips the output layer's sign: a deliberately broken student."""
 

@@ -78,12 +78,15 @@ def ort_latency(path: Path, feed: dict[str, np.ndarray], runs: int = 5, threads:
     return float(np.median(times))
 
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork + execve, so a child
+# spawned by a large parent reports the parent's size; VmHWM belongs to the new process image.
 _PEAK = """
-import resource, sys, numpy as np, onnxruntime as ort
+import sys, numpy as np, onnxruntime as ort
 feed = dict(np.load(sys.argv[2]))
 s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 s.run(None, feed)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+print(int(hwm.split()[1]) / 1024)
 """
 
 
