@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from math import gcd
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -107,3 +108,25 @@ def pad_to_frames(audio: np.ndarray, sr: int, fps: float) -> np.ndarray:
     n_frames = int(np.ceil(len(audio) / per_frame - 1e-9))
     target = round(n_frames * per_frame)
     return np.pad(audio, (0, max(0, target - len(audio)))).astype(np.float32)
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """WAV (8/16/32-bit integer or float PCM, any channels) → mono float32 in [-1, 1], sample rate."""
+    from scipy.io import wavfile
+
+    try:
+        sr, data = wavfile.read(str(path))
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable WAV file ({e})") from e
+    if data.dtype.kind in "iu":
+        info = np.iinfo(data.dtype)
+        data = (data.astype(np.float32) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
+    data = data.astype(np.float32)
+    return (data.mean(axis=1) if data.ndim == 2 else data), int(sr)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sr: int) -> None:
+    """Mono float32 in [-1, 1] → 16-bit PCM WAV."""
+    from scipy.io import wavfile
+
+    wavfile.write(str(path), sr, (np.clip(audio, -1, 1) * 32767).round().astype(np.int16))

@@ -100,22 +100,52 @@ def serve(
     raise typer.Exit(code or 0)
 
 
+EMOTION_HELP = "neutral, happy, sad, angry or surprised (prompt, voice and portrait)"
+
+
 @app.command()
 def say(
-    text: Annotated[str, typer.Argument(help="What the user says")],
+    text: Annotated[str | None, typer.Argument(help="What the user says (or give --audio)")] = None,
+    audio: Annotated[Path | None, typer.Option(help="WAV of the user's question (talking_head_voice)")] = None,
     avatar: Annotated[str, typer.Option(help="Registered avatar id")] = "sample",
     output: Annotated[Path, typer.Option("-o", "--output", help="mp4 to write")] = Path("reply.mp4"),
     url: Annotated[str, typer.Option(help="Triton gRPC address")] = "127.0.0.1:8001",
     max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit")] = None,
+    emotion: Annotated[str | None, typer.Option(help=EMOTION_HELP)] = None,
 ) -> None:
-    """Ask the served digital human; write its reply as H.264 + AAC mp4."""
+    """Ask the served digital human (text, or speech with --audio); write its reply as H.264 + AAC mp4."""
+    from talkserve.audio import read_wav
     from talkserve.speak import speak
 
+    if (text is None) == (audio is None):
+        fail("give either TEXT or --audio, not both or neither", 2)
     try:
-        result = speak(url, text, avatar, output, max_new_tokens)
+        result = speak(url, text, avatar, output, max_new_tokens, emotion, read_wav(audio) if audio else None)
     except Exception as e:  # a CLI reports the error; it does not print a traceback
         fail(str(e))
     typer.echo(result.summary())
+
+
+@app.command()
+def converse(
+    audio: Annotated[Path, typer.Argument(help="WAV of the user talking; may hold several turns")],
+    avatar: Annotated[str, typer.Option(help="Registered avatar id")] = "sample",
+    out_dir: Annotated[Path, typer.Option(help="Where reply-N.mp4 files go")] = Path("replies"),
+    url: Annotated[str, typer.Option(help="Triton gRPC address")] = "127.0.0.1:8001",
+    emotion: Annotated[str | None, typer.Option(help=EMOTION_HELP)] = None,
+    realtime: Annotated[bool, typer.Option(help="Feed the WAV at the speed it was spoken (as a microphone)")] = True,
+) -> None:
+    """Stream a WAV in real-time chunks: silero-vad splits turns, each turn gets a streamed reply, and
+    speech that starts while a reply plays barges in (the old reply is cancelled on the server)."""
+    from talkserve.audio import read_wav
+    from talkserve.converse import converse as run
+
+    try:
+        replies = run(url, *read_wav(audio), avatar, out_dir, emotion=emotion, realtime=realtime)
+    except Exception as e:  # a CLI reports the error; it does not print a traceback
+        fail(str(e))
+    for r in replies:
+        typer.echo(r.summary())
 
 
 @avatar_app.command("add")

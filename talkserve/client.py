@@ -1,8 +1,13 @@
-"""Thin streaming gRPC client for the `talking_head` ensemble (tritonclient).
+"""Thin streaming gRPC client for the `talking_head` and `talking_head_voice` ensembles (tritonclient).
 
     with TalkClient("127.0.0.1:8001") as client:
         for chunk in client.stream("Hello!", avatar_id="sample"):
             ...  # chunk.text, chunk.audio (float32 @ chunk.sample_rate), chunk.video (n, H, W, 3)
+        for chunk in client.stream_voice(pcm, 16000, avatar_id="sample", emotion="happy"):
+            ...  # chunk.user_text: what the server heard
+
+Barge-in: give requests a `conversation_id`; a new request in the same conversation supersedes
+the reply still streaming, and `cancel(conversation_id)` stops it without a new one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 MODEL = "talking_head"
+VOICE_MODEL = "talking_head_voice"
 # Ask Triton to end a failed stream with a real gRPC status. Off by default: tritonserver 2.51 (the
 # embedded default) can segfault in that path (gRPC cancellation race, fixed in 25.x by server
 # PRs #7840/#8078); turn it on for NGC 25.x images.
@@ -44,6 +50,7 @@ class Chunk:
     sample_rate: int
     video: np.ndarray  # (frames, H, W, 3) uint8 RGB
     seconds: float  # since the request was sent
+    user_text: str | None = None  # talking_head_voice: what the server recognised
 
 
 # Without `triton_grpc_error` (see TalkClient) a stream error is a message with no gRPC code.
@@ -53,7 +60,7 @@ class Chunk:
 _INVALID_ARG = re.compile(
     r"inference input '.*' data-type is|unexpected shape for input|expected number of inputs|"
     r"expected \d+ inputs? but got|unexpected inference input|byte size|"
-    r"(^|, )(text|avatar_id|max_new_tokens|reply_text): "
+    r"(^|, )(text|avatar_id|max_new_tokens|reply_text|audio|sample_rate|emotion|conversation_id): "
 )
 
 
@@ -75,13 +82,35 @@ def _bytes_input(name: str, value: str | bytes) -> grpcclient.InferInput:
     return tensor
 
 
-def request_inputs(text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None):
-    inputs = [_bytes_input("text", text), _bytes_input("avatar_id", avatar_id)]
+def _array_input(name: str, value: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(value.shape), datatype)
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
+def optional_inputs(max_new_tokens: int | None = None, emotion: str | None = None,
+                    conversation_id: str | None = None) -> list[grpcclient.InferInput]:
+    inputs = []
     if max_new_tokens is not None:
-        tokens = grpcclient.InferInput("max_new_tokens", [1], "INT32")
-        tokens.set_data_from_numpy(np.array([max_new_tokens], np.int32))
-        inputs.append(tokens)
+        inputs.append(_array_input("max_new_tokens", np.array([max_new_tokens], np.int32), "INT32"))
+    for name, value in [("emotion", emotion), ("conversation_id", conversation_id)]:
+        if value is not None:
+            inputs.append(_bytes_input(name, value))
     return inputs
+
+
+def request_inputs(text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
+                   emotion: str | None = None, conversation_id: str | None = None):
+    return [_bytes_input("text", text), _bytes_input("avatar_id", avatar_id),
+            *optional_inputs(max_new_tokens, emotion, conversation_id)]
+
+
+def voice_inputs(audio: np.ndarray, sample_rate: int, avatar_id: str | bytes, max_new_tokens: int | None = None,
+                 emotion: str | None = None, conversation_id: str | None = None):
+    """Mono float32 PCM in [-1, 1] at `sample_rate` (the server resamples to 16 kHz)."""
+    return [_array_input("user_audio", np.ascontiguousarray(audio, np.float32).reshape(-1), "FP32"),
+            _array_input("user_sample_rate", np.array([sample_rate], np.int32), "INT32"),
+            _bytes_input("avatar_id", avatar_id), *optional_inputs(max_new_tokens, emotion, conversation_id)]
 
 
 class TalkClient:
@@ -96,17 +125,36 @@ class TalkClient:
         )
 
     def stream(self, text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
-               timeout: float = 600.0) -> Iterator[Chunk]:
+               timeout: float = 600.0, emotion: str | None = None,
+               conversation_id: str | None = None) -> Iterator[Chunk]:
         """Yield each chunk as it arrives; ends at the response Triton flags final (that one may carry
         no tensors); raises TalkError on a server error."""
+        inputs = request_inputs(text, avatar_id, max_new_tokens, emotion, conversation_id)
+        return self._stream(self.model, inputs, OUTPUTS, timeout)
+
+    def stream_voice(self, audio: np.ndarray, sample_rate: int, avatar_id: str | bytes,
+                     max_new_tokens: int | None = None, timeout: float = 600.0, emotion: str | None = None,
+                     conversation_id: str | None = None, model: str = VOICE_MODEL) -> Iterator[Chunk]:
+        """As `stream`, from an utterance; each chunk's `user_text` is what the server heard."""
+        inputs = voice_inputs(audio, sample_rate, avatar_id, max_new_tokens, emotion, conversation_id)
+        return self._stream(model, inputs, (*OUTPUTS, "user_text"), timeout)
+
+    def cancel(self, conversation_id: str) -> None:
+        """Stop the reply `conversation_id` has streaming (its stages stop at their next check)."""
+        try:
+            self.client.infer("cancel", [_bytes_input("conversation_id", conversation_id)])
+        except InferenceServerException as e:
+            raise _error(e) from None
+
+    def _stream(self, model: str, inputs, outputs, timeout: float) -> Iterator[Chunk]:
         results: queue.Queue = queue.Queue()
         self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)),
                                  headers=self.headers)
+        cancelled = True  # unless the stream ends normally: an abandoned generator cancels its request
         try:
             start = time.monotonic()
             self.client.async_stream_infer(
-                self.model, request_inputs(text, avatar_id, max_new_tokens),
-                outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS],
+                model, inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
                 enable_empty_final_response=True,
             )
             while True:
@@ -127,11 +175,14 @@ class TalkClient:
                         sample_rate=int(result.as_numpy("sample_rate")[0]),
                         video=result.as_numpy("video"),
                         seconds=at - start,
+                        user_text=(result.as_numpy("user_text")[0].decode("utf-8") if "user_text" in outputs
+                                   else None),
                     )
                 if final:
+                    cancelled = False
                     return
         finally:
-            self.client.stop_stream()
+            self.client.stop_stream(cancel_requests=cancelled)
 
     def is_ready(self) -> bool:
         try:

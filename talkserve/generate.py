@@ -24,14 +24,26 @@ class Sentence:
     index: int
 
 
-def prompt_ids(tokenizer, user_text: str) -> list[int]:
-    """Token ids of the chat prompt (the model's own chat template when it has one)."""
+def has_system_role(tokenizer) -> bool:
+    """Whether the chat template renders a system message (the starter's drops it)."""
+    probe = "\x1fsystem-probe\x1f"
+    try:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "system", "content": probe}, {"role": "user", "content": "hi"}], tokenize=False)
+    except Exception:  # some templates raise on a system message (jinja's raise_exception)
+        return False
+    return probe in rendered
+
+
+def prompt_ids(tokenizer, user_text: str, system: str = "") -> list[int]:
+    """Token ids of the chat prompt (the model's own chat template when it has one); `system`
+    (e.g. an emotion's instruction) goes in as a system message where the template has that role."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True,
-            return_dict=False,
-        )
-    return tokenizer.encode(user_text)
+        messages = [{"role": "user", "content": user_text}]
+        if system and has_system_role(tokenizer):
+            messages.insert(0, {"role": "system", "content": system})
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    return tokenizer.encode(f"{system}\n{user_text}" if system else user_text)
 
 
 def empty_cache(layout: KVLayout, batch: int = 1) -> dict[str, np.ndarray]:
@@ -64,14 +76,14 @@ def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens
 
 
 def stream_sentences(step: Step, layout: KVLayout, tokenizer, user_text: str,
-                     max_new_tokens: int) -> Iterator[Sentence]:
+                     max_new_tokens: int, system: str = "") -> Iterator[Sentence]:
     """Yield each sentence of the reply as soon as its last token is generated."""
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     generated: list[int] = []
     text_so_far = ""
     splitter = SentenceStream()
     index = 0
-    tokens = generate_tokens(step, layout, prompt_ids(tokenizer, user_text), max_new_tokens, eos)
+    tokens = generate_tokens(step, layout, prompt_ids(tokenizer, user_text, system), max_new_tokens, eos)
     for token in tokens:
         generated.append(token)
         # Decode the whole reply and diff: byte-level BPE pieces are not valid text on their own.

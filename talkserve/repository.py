@@ -31,6 +31,7 @@ from talkserve.recipe import Recipe, dump_recipe
 
 SERVING_MODELS = Path(__file__).parent / "serving" / "models"
 ENSEMBLE = "talking_head"
+VOICE_ENSEMBLE = "talking_head_voice"
 KEEP_RELEASES = 3
 T = mc.DataType
 # One streamed response of talking_head (the request contract).
@@ -61,32 +62,51 @@ def python_model(name: str, inputs, outputs, params: dict[str, object], instance
     return cfg
 
 
-def ensemble_config(name: str) -> mc.ModelConfig:
-    """talking_head: llm (one response per sentence) → tts → lipsync (parts of each sentence)."""
+# Optional request fields of both ensembles, all consumed by llm.
+OPTIONAL_INPUTS = [("max_new_tokens", T.TYPE_INT32), ("emotion", T.TYPE_STRING), ("conversation_id", T.TYPE_STRING)]
+# What llm streams with each sentence: the sentence, and what later steps need from the request.
+SENTENCE = {"reply_text": "sentence_text", "chunk_index": "sentence_index", "avatar_id": "sentence_avatar_id",
+            "started_at": "request_started_at", "emotion": "sentence_emotion", "turn": "sentence_turn",
+            "user_text": "sentence_user_text"}
+
+
+def ensemble_config(name: str, voice: bool = False) -> mc.ModelConfig:
+    """talking_head: llm (one response per sentence) → tts → lipsync (parts of each sentence).
+    talking_head_voice: asr first; each response also carries the recognised `user_text`."""
 
     def step(model: str, inputs: dict[str, str], outputs: dict[str, str]):
         return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
 
+    # An ensemble's tensors share one namespace, so the utterance cannot be called `audio` like the
+    # reply's audio in each response: it is `user_audio`, as the recognised text is `user_text`.
+    first = ([tensor("user_audio", T.TYPE_FP32, [-1]), tensor("user_sample_rate", T.TYPE_INT32, [1])] if voice
+             else [tensor("text", T.TYPE_STRING, [1])])
+    llm_inputs = {"avatar_id": "avatar_id", **{n: n for n, _ in OPTIONAL_INPUTS}}
+    steps = []
+    if voice:
+        steps.append(step("asr", {"audio": "user_audio", "sample_rate": "user_sample_rate"},
+                          {"text": "heard_text", "started_at": "heard_at"}))
+        llm_inputs |= {"text": "heard_text", "started_at": "heard_at"}
+    else:
+        llm_inputs["text"] = "text"
+    response = RESPONSE + ([("user_text", T.TYPE_STRING, [1])] if voice else [])
+    steps += [
+        step("llm", llm_inputs, SENTENCE),
+        step("tts", {"reply_text": "sentence_text", "emotion": "sentence_emotion", "turn": "sentence_turn"},
+             {"audio": "sentence_audio", "sample_rate": "sentence_sample_rate"}),
+        # Triton lets a step downstream of a decoupled model take inputs only from that model's
+        # lineage, so what lipsync needs from the request travels with each sentence, and every
+        # response tensor comes out of the last (decoupled) step.
+        step("lipsync", {**SENTENCE, "audio": "sentence_audio",
+                         "sample_rate": "sentence_sample_rate"},
+             {n: n for n, _, _ in response}),
+    ]
     cfg = mc.ModelConfig(
         name=name, platform="ensemble", max_batch_size=0,
-        input=[tensor("text", T.TYPE_STRING, [1]), tensor("avatar_id", T.TYPE_STRING, [1]),
-               tensor("max_new_tokens", T.TYPE_INT32, [1], optional=True)],
-        output=[out(n, dtype, dims) for n, dtype, dims in RESPONSE],
-        ensemble_scheduling=mc.ModelEnsembling(step=[
-            step("llm", {"text": "text", "avatar_id": "avatar_id", "max_new_tokens": "max_new_tokens"},
-                 {"reply_text": "sentence_text", "chunk_index": "sentence_index",
-                  "avatar_id": "sentence_avatar_id", "started_at": "request_started_at"}),
-            step("tts", {"reply_text": "sentence_text"}, {"audio": "sentence_audio",
-                                                          "sample_rate": "sentence_sample_rate"}),
-            # Triton lets a step downstream of a decoupled model take inputs only from that model's
-            # lineage, so the avatar id (and the request's start time, for the end-to-end time to
-            # first chunk) travel with each sentence, and every response tensor comes out of the
-            # last (decoupled) step.
-            step("lipsync", {"reply_text": "sentence_text", "chunk_index": "sentence_index",
-                             "audio": "sentence_audio", "sample_rate": "sentence_sample_rate",
-                             "avatar_id": "sentence_avatar_id", "started_at": "request_started_at"},
-                 {n: n for n, _, _ in RESPONSE}),
-        ]),
+        input=[*first, tensor("avatar_id", T.TYPE_STRING, [1]),
+               *(tensor(n, dtype, [1], optional=True) for n, dtype in OPTIONAL_INPUTS)],
+        output=[out(n, dtype, dims) for n, dtype, dims in response],
+        ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
     cfg.model_transaction_policy.decoupled = True
     return cfg

@@ -10,7 +10,7 @@ import numpy as np
 from talkserve.client import Chunk, TalkClient
 from talkserve.media import Mp4Writer
 
-STAGES = ("llm", "llm_decoder", "tts", "lipsync", "wav2lip")
+STAGES = ("asr", "llm", "llm_decoder", "tts", "lipsync", "wav2lip")
 
 
 @dataclass
@@ -30,6 +30,8 @@ class SpeakResult:
     def summary(self) -> str:
         lines = [f"wrote {self.path}: {len(self.chunks)} chunks, {self.audio_seconds:.2f}s of speech, "
                  f"{sum(len(c.video) for c in self.chunks)} frames"]
+        if self.chunks[0].user_text is not None:
+            lines.append(f"heard: {self.chunks[0].user_text}")
         lines.append(f"time to first chunk {self.chunks[0].seconds:.2f}s, total {self.total_seconds:.2f}s, "
                      f"real-time factor {self.total_seconds / max(self.audio_seconds, 1e-9):.2f}")
         for c in self.chunks:
@@ -53,13 +55,17 @@ def compute_seconds(client: TalkClient) -> dict[str, float]:
     return out
 
 
-def speak(url: str, text: str, avatar_id: str, output: Path, max_new_tokens: int | None = None) -> SpeakResult:
+def speak(url: str, text: str | None, avatar_id: str, output: Path, max_new_tokens: int | None = None,
+          emotion: str | None = None, audio: tuple[np.ndarray, int] | None = None) -> SpeakResult:
+    """Say `text`, or the utterance `audio` = (PCM, sample rate), and write the reply as mp4."""
     writer = Mp4Writer(output)
     chunks: list[Chunk] = []
     with TalkClient(url) as client:
         before = compute_seconds(client)
+        reply = (client.stream_voice(*audio, avatar_id, max_new_tokens, emotion=emotion) if audio is not None
+                 else client.stream(text, avatar_id, max_new_tokens, emotion=emotion))
         try:
-            for chunk in client.stream(text, avatar_id, max_new_tokens):
+            for chunk in reply:
                 writer.add(chunk.video, chunk.audio, chunk.sample_rate)
                 chunks.append(chunk)
             if not chunks:

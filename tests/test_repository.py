@@ -71,13 +71,18 @@ def test_starter_repository_configs(built):
     configs = {}
     for path in current.glob("*/config.pbtxt"):
         configs[path.parent.name] = text_format.Parse(path.read_text(), mc.ModelConfig())
-    assert set(configs) == {"talking_head", "llm", "llm_decoder", "tts", "lipsync", "wav2lip"}
+    assert set(configs) == {"talking_head", "talking_head_voice", "asr", "cancel", "llm", "llm_decoder", "tts",
+                            "lipsync", "wav2lip"}
     head = configs["talking_head"]
     assert head.platform == "ensemble" and head.model_transaction_policy.decoupled
     assert [s.model_name for s in head.ensemble_scheduling.step] == ["llm", "tts", "lipsync"]
-    assert [i.name for i in head.input] == ["text", "avatar_id", "max_new_tokens"]
-    assert head.input[2].optional
+    assert [i.name for i in head.input] == ["text", "avatar_id", "max_new_tokens", "emotion", "conversation_id"]
+    assert all(i.optional for i in head.input[2:])
     assert [o.name for o in head.output] == ["reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video"]
+    voice = configs["talking_head_voice"]
+    assert [s.model_name for s in voice.ensemble_scheduling.step] == ["asr", "llm", "tts", "lipsync"]
+    assert [i.name for i in voice.input][:3] == ["user_audio", "user_sample_rate", "avatar_id"]
+    assert [o.name for o in voice.output][-1] == "user_text"
     assert configs["llm"].model_transaction_policy.decoupled
     assert configs["llm_decoder"].input[0].name == "input_ids"  # named tensors, no "input.1"
     assert (current / "talkserve_recipe.yaml").is_file() and (current / "talkserve_build.json").is_file()

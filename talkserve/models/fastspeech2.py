@@ -189,11 +189,16 @@ class FastSpeech2TTS:
         self.vocoder = ort.InferenceSession(str(vocoder), opts, providers=["CPUExecutionProvider"])
         self.sample_rate = sample_rate
 
-    def synthesize(self, text: str):
+    def synthesize(self, text: str, style=None):
+        """`style` (talkserve.emotion.Style): pitch and energy applied to the predicted mel."""
         import numpy as np
+
+        from talkserve.emotion import shift_mel
 
         ids = text_to_ids(text)
         if not ids:
             return np.zeros(0, np.float32)
         mel, _ = self.acoustic.run(None, {"symbols": np.asarray([ids], np.int64)})
+        if style is not None:
+            mel = shift_mel(mel, style)
         return self.vocoder.run(None, {"mel": mel})[0].reshape(-1).astype(np.float32)

@@ -35,7 +35,15 @@ class PiperTTS:
         self.syn = SynthesisConfig(length_scale=length_scale, noise_scale=noise_scale,
                                    noise_w_scale=noise_w_scale)
 
-    def synthesize(self, text: str) -> np.ndarray:
-        """Text → mono float32 waveform in [-1, 1] at `self.sample_rate`."""
-        chunks = [c.audio_float_array for c in self.voice.synthesize(text, self.syn)]
+    def synthesize(self, text: str, style=None) -> np.ndarray:
+        """Text → mono float32 waveform in [-1, 1] at `self.sample_rate`; `style` (talkserve.emotion.Style)
+        scales speaking rate and the VITS noise scales."""
+        syn = self.syn
+        if style is not None:
+            from piper.config import SynthesisConfig
+
+            syn = SynthesisConfig(length_scale=syn.length_scale * style.length_scale,
+                                  noise_scale=syn.noise_scale * style.noise_scale,
+                                  noise_w_scale=syn.noise_w_scale * style.noise_w_scale)
+        chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn)]
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

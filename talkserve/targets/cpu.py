@@ -99,9 +99,11 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
     llm = python_model(
         "llm",
         [tensor("text", T.TYPE_STRING, [1]), tensor("avatar_id", T.TYPE_STRING, [1]),
-         tensor("max_new_tokens", T.TYPE_INT32, [1], optional=True)],
+         *(tensor(n, dtype, [1], optional=True) for n, dtype in repo.OPTIONAL_INPUTS),
+         tensor("started_at", T.TYPE_FP64, [1], optional=True)],
         [out("reply_text", T.TYPE_STRING, [1]), out("chunk_index", T.TYPE_INT32, [1]),
-         out("avatar_id", T.TYPE_STRING, [1]), out("started_at", T.TYPE_FP64, [1])],
+         out("avatar_id", T.TYPE_STRING, [1]), out("started_at", T.TYPE_FP64, [1]),
+         out("emotion", T.TYPE_STRING, [1]), out("turn", T.TYPE_STRING, [1]), out("user_text", T.TYPE_STRING, [1])],
         {"kv_layout": json.dumps(asdict(layout)), "max_new_tokens": recipe.llm.max_new_tokens,
          "max_new_tokens_limit": recipe.llm.max_new_tokens_limit,
          "max_text_chars": recipe.serving.max_text_chars, "avatar_db": recipe.serving.resolved_avatar_db(),
@@ -146,6 +148,10 @@ def _fastspeech2_files(root: Path, recipe: Recipe, extra: dict) -> dict:
     acoustic = load_fastspeech2(t.acoustic, t.acoustic_seed)
     h = CONFIGS[t.vocoder_config]
     vocoder = load_hifigan(t.vocoder, h, t.vocoder_seed)
+    if t.vocoder is None and t.vocoder_fit_steps:
+        from talkserve.models.train_vocoder import FitConfig, fit_to_speech
+
+        fit_to_speech(vocoder, _data(recipe, extra).speech.train, FitConfig(steps=t.vocoder_fit_steps))
     if c.acoustic.active:
         _compress(AcousticTask(acoustic, _data(recipe, extra)), c.acoustic, recipe, extra, files, "acoustic.onnx")
     else:
@@ -161,7 +167,8 @@ def tts_step(root: Path, recipe: Recipe, extra: dict) -> None:
     t = recipe.tts
     params = (_piper_files if t.kind == "piper" else _fastspeech2_files)(root, recipe, extra)
     cfg = python_model(
-        "tts", [tensor("reply_text", T.TYPE_STRING, [1])],
+        "tts", [tensor("reply_text", T.TYPE_STRING, [1]), tensor("emotion", T.TYPE_STRING, [1]),
+                tensor("turn", T.TYPE_STRING, [1])],
         [out("audio", T.TYPE_FP32, [-1]), out("sample_rate", T.TYPE_INT32, [1])],
         {"kind": t.kind, "fps": recipe.video.fps, "intra_op_threads": recipe.serving.onnx_threads, **params},
         instances=SEQUENTIAL,
@@ -193,8 +200,10 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
         "lipsync",
         [tensor("reply_text", T.TYPE_STRING, [1]), tensor("chunk_index", T.TYPE_INT32, [1]),
          tensor("audio", T.TYPE_FP32, [-1]), tensor("sample_rate", T.TYPE_INT32, [1]),
-         tensor("avatar_id", T.TYPE_STRING, [1]), tensor("started_at", T.TYPE_FP64, [1])],
-        [out(n, dtype, dims) for n, dtype, dims in repo.RESPONSE],
+         tensor("avatar_id", T.TYPE_STRING, [1]), tensor("started_at", T.TYPE_FP64, [1]),
+         tensor("emotion", T.TYPE_STRING, [1]), tensor("turn", T.TYPE_STRING, [1]),
+         tensor("user_text", T.TYPE_STRING, [1])],
+        [out(n, dtype, dims) for n, dtype, dims in repo.RESPONSE] + [out("user_text", T.TYPE_STRING, [1])],
         {"avatar_db": recipe.serving.resolved_avatar_db(), "fps": recipe.video.fps,
          "first_part_frames": w.first_part_frames, "part_frames": w.part_frames},
         instances=SEQUENTIAL, decoupled=True,
@@ -203,8 +212,32 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.install_python_model(root / "lipsync", "lipsync")
 
 
+def asr_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    """Whisper (faster-whisper directory, copied in so the repository stands alone) + silero-vad."""
+    from talkserve.asr import Transcriber, default_model_dir
+
+    a = recipe.asr
+    src = a.model or default_model_dir()
+    Transcriber(src, a.language, a.beam_size, a.compute_type)  # fail the build, not the server, on a bad model
+    shutil.copytree(src, root / "asr" / "1" / "whisper")
+    cfg = python_model(
+        "asr", [tensor("audio", T.TYPE_FP32, [-1]), tensor("sample_rate", T.TYPE_INT32, [1])],
+        [out("text", T.TYPE_STRING, [1]), out("started_at", T.TYPE_FP64, [1])],
+        {"language": a.language or "", "beam_size": a.beam_size, "compute_type": a.compute_type,
+         "threads": a.threads, "max_audio_seconds": a.max_audio_seconds, "vad": a.vad,
+         "vad_threshold": a.vad_threshold, "min_silence_ms": a.min_silence_ms},
+    )
+    repo.write_config(root / "asr", cfg)
+    repo.install_python_model(root / "asr", "asr")
+    cancel = python_model("cancel", [tensor("conversation_id", T.TYPE_STRING, [1])],
+                          [out("cancelled", T.TYPE_BOOL, [1])], {})
+    repo.write_config(root / "cancel", cancel)
+    repo.install_python_model(root / "cancel", "cancel")
+
+
 def ensemble_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.write_config(root / repo.ENSEMBLE, repo.ensemble_config(repo.ENSEMBLE))
+    repo.write_config(root / repo.VOICE_ENSEMBLE, repo.ensemble_config(repo.VOICE_ENSEMBLE, voice=True))
 
 
 def report_step(root: Path, recipe: Recipe, extra: dict) -> None:
@@ -225,6 +258,7 @@ STEPS = [
     ("export LLM decoder (ONNX, KV cache)", llm_step),
     ("package TTS (Piper voice or FastSpeech2 + HiFi-GAN)", tts_step),
     ("export Wav2Lip (ONNX)", lipsync_step),
-    ("write talking_head ensemble", ensemble_step),
+    ("package ASR (Whisper + silero-vad) and barge-in", asr_step),
+    ("write talking_head and talking_head_voice ensembles", ensemble_step),
     ("write compression report", report_step),
 ]

@@ -11,13 +11,19 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve.avatars import AvatarError, AvatarStore
+from talkserve.emotion import grade_frames, parse_emotion, style
 from talkserve.lipsync import animate
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError
+from talkserve.turns import Turns
 
 
 def wav2lip(mel: np.ndarray, face: np.ndarray) -> np.ndarray:
     return bls("wav2lip", {"mel": mel, "face": face}, ["frames"])["frames"]
+
+
+class Stopped(Exception):
+    """The request was cancelled, or superseded by a newer turn of its conversation (barge-in)."""
 
 
 class TritonPythonModel:
@@ -25,6 +31,7 @@ class TritonPythonModel:
         self.args = ModelArgs(args)
         p = self.args.params
         self.store = AvatarStore(p["avatar_db"])
+        self.turns = Turns()
         self.fps = float(p["fps"])
         self.first_part, self.part = int(p["first_part_frames"]), int(p["part_frames"])
         m = self.metrics = Metrics(self.args.name)
@@ -42,26 +49,44 @@ class TritonPythonModel:
         sr = optional_input(request, "sample_rate").astype(np.int32)
         avatar_id = scalar_bytes(request, "avatar_id").decode("utf-8", "replace")
         started_at = float(optional_input(request, "started_at")[0])
+        look = style(parse_emotion(scalar_bytes(request, "emotion")))
+        turn = scalar_bytes(request, "turn").decode()
+        user_text = pb_utils.Tensor("user_text", optional_input(request, "user_text"))
         try:
             avatar = self.store.get(avatar_id)
         except AvatarError as e:
             raise RequestError("avatar_id", str(e)) from None
+        if audio.size == 0:  # tts spoke nothing: the reply was superseded before it (barge-in)
+            return
+
+        def live() -> bool:
+            return not request.is_cancelled() and self.turns.is_current(turn)
+
+        def generate(mel, face):  # checked before each part's compute, so a stop wastes none
+            if not live():
+                raise Stopped
+            return wav2lip(mel, face)
+
         computed = time.monotonic()
-        for part in animate(audio, int(sr[0]), avatar, wav2lip, self.fps, self.first_part, self.part):
-            if request.is_cancelled():
-                return
-            self.fps_hist.observe(len(part.frames) / max(time.monotonic() - computed, 1e-6))
-            self.frames.increment(len(part.frames))
-            if index[0] == 0 and part.index == 0:
-                self.ttfc.observe(time.time() - started_at)
-            sender.send(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
-                pb_utils.Tensor("part_index", np.array([part.index], np.int32)),
-                pb_utils.Tensor("audio", part.audio), pb_utils.Tensor("sample_rate", sr),
-                pb_utils.Tensor("video", part.frames),
-            ]))
-            self.chunks.increment(1)
-            computed = time.monotonic()
+        parts = animate(audio, int(sr[0]), avatar, generate, self.fps, self.first_part, self.part)
+        try:
+            for part in parts:
+                if not live():
+                    return
+                self.fps_hist.observe(len(part.frames) / max(time.monotonic() - computed, 1e-6))
+                self.frames.increment(len(part.frames))
+                if index[0] == 0 and part.index == 0:
+                    self.ttfc.observe(time.time() - started_at)
+                sender.send(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
+                    pb_utils.Tensor("part_index", np.array([part.index], np.int32)),
+                    pb_utils.Tensor("audio", part.audio), pb_utils.Tensor("sample_rate", sr),
+                    pb_utils.Tensor("video", grade_frames(part.frames, avatar.box, look)), user_text,
+                ]))
+                self.chunks.increment(1)
+                computed = time.monotonic()
+        except Stopped:
+            return
 
     def execute(self, requests):
         stream_each(requests, self._stream)

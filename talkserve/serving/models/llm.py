@@ -1,5 +1,9 @@
 """Triton python model `llm` (decoupled): validate the request, then stream one sentence per
-response from a greedy KV-cache generation loop over the `llm_decoder` model (BLS)."""
+response from a greedy KV-cache generation loop over the `llm_decoder` model (BLS).
+
+Each sentence carries what the later steps need from the request (Triton lets a step after a
+decoupled model take inputs only from that model's lineage): avatar, emotion, the request clock,
+the turn token (barge-in) and the user's text (the voice ensemble returns what it heard)."""
 
 import json
 import time
@@ -9,10 +13,12 @@ import triton_python_backend_utils as pb_utils
 from transformers import AutoTokenizer
 
 from talkserve.avatars import AvatarStore
+from talkserve.emotion import parse_emotion, style
 from talkserve.generate import stream_sentences
 from talkserve.models.llm import KVLayout
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError, decode_text
+from talkserve.turns import Turns
 
 
 class Cancelled(Exception):
@@ -30,6 +36,7 @@ class TritonPythonModel:
         self.token_limit = int(p["max_new_tokens_limit"])
         self.max_chars = int(p["max_text_chars"])
         self.store = AvatarStore(p["avatar_db"])
+        self.turns = Turns()
         self.decoder_outputs = self.layout.output_names()
         self._init_metrics()
 
@@ -40,9 +47,10 @@ class TritonPythonModel:
         self.ttft = m.histogram("talkserve_llm_time_to_first_token_seconds", "Request to first generated token",
                                 [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
         self.rejected = m.counters_by("talkserve_requests_rejected_total", "Requests refused as invalid, by field",
-                                      "field", ["text", "avatar_id", "max_new_tokens"])
+                                      "field", ["text", "avatar_id", "max_new_tokens", "emotion",
+                                                "conversation_id"])
 
-    def _validate(self, request) -> tuple[str, str, int]:
+    def _validate(self, request) -> tuple[str, str, int, str, str]:
         text = decode_text(scalar_bytes(request, "text"), "text", self.max_chars)
         avatar_id = decode_text(scalar_bytes(request, "avatar_id"), "avatar_id", 64)
         if not self.store.exists(avatar_id):  # reject before any sentence is streamed
@@ -51,23 +59,34 @@ class TritonPythonModel:
         n = self.default_tokens if tokens is None else int(tokens.reshape(-1)[0])
         if not 1 <= n <= self.token_limit:
             raise RequestError("max_new_tokens", f"{n} is outside 1..{self.token_limit}")
-        return text, avatar_id, n
+        emotion = optional_input(request, "emotion")
+        emotion = parse_emotion(None if emotion is None else bytes(emotion.reshape(-1)[0]))
+        conversation = optional_input(request, "conversation_id")
+        conversation = "" if conversation is None else decode_text(
+            bytes(conversation.reshape(-1)[0]), "conversation_id", 128, allow_empty=True)
+        return text, avatar_id, n, emotion, conversation
 
     def _stream(self, request, sender) -> None:
-        start = time.time()  # wall clock: lipsync, another process, measures time to first chunk from it
-        started_at = pb_utils.Tensor("started_at", np.array([start], np.float64))
+        # Wall clock: lipsync, another process, measures time to first chunk from it. The voice
+        # ensemble starts the clock in `asr`, before recognition.
+        given = optional_input(request, "started_at")
+        start = time.time() if given is None else float(given.reshape(-1)[0])
         try:
-            text, avatar_id, max_new_tokens = self._validate(request)
+            text, avatar_id, max_new_tokens, emotion, conversation = self._validate(request)
         except RequestError as e:
             self.rejected[e.field].increment(1)
             raise
-        avatar = pb_utils.Tensor("avatar_id", np.array([avatar_id.encode()], dtype=np.object_))
+        turn = self.turns.start(conversation)  # supersedes this conversation's previous reply
+        carried = [pb_utils.Tensor(name, np.array([value.encode()], dtype=np.object_))
+                   for name, value in [("avatar_id", avatar_id), ("emotion", emotion), ("turn", turn),
+                                       ("user_text", text)]]
+        carried.append(pb_utils.Tensor("started_at", np.array([start], np.float64)))
 
         first = True
 
         def step(feeds):
             nonlocal first
-            if request.is_cancelled():
+            if request.is_cancelled() or not self.turns.is_current(turn):
                 raise Cancelled
             out = bls("llm_decoder", feeds, self.decoder_outputs)
             if first:
@@ -78,11 +97,12 @@ class TritonPythonModel:
 
         self.active.increment(1)
         try:
-            for sentence in stream_sentences(step, self.layout, self.tokenizer, text, max_new_tokens):
+            for sentence in stream_sentences(step, self.layout, self.tokenizer, text, max_new_tokens,
+                                             style(emotion).prompt):
                 sender.send(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", np.array([sentence.text.encode()], dtype=np.object_)),
                     pb_utils.Tensor("chunk_index", np.array([sentence.index], np.int32)),
-                    avatar, started_at,
+                    *carried,
                 ]))
         except Cancelled:
             return

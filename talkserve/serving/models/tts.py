@@ -9,10 +9,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve.audio import pad_to_frames
+from talkserve.emotion import parse_emotion, style
 from talkserve.models.fastspeech2 import FastSpeech2TTS
 from talkserve.models.piper_tts import PiperTTS
 from talkserve.serving.triton import Metrics, ModelArgs, run_each, scalar_bytes
 from talkserve.text import decode_text
+from talkserve.turns import Turns
 
 
 class TritonPythonModel:
@@ -27,6 +29,7 @@ class TritonPythonModel:
                                 noise_w_scale=float(p["noise_w_scale"]), threads=threads)
         else:
             self.tts = FastSpeech2TTS(files / "acoustic.onnx", files / "vocoder.onnx", int(p["sample_rate"]), threads)
+        self.turns = Turns()
         self.metrics = Metrics(self.args.name)
         self.rtf = self.metrics.histogram("talkserve_tts_real_time_factor", "Synthesis seconds per second of speech",
                                           [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2])
@@ -34,8 +37,12 @@ class TritonPythonModel:
 
     def _run(self, request):
         text = decode_text(scalar_bytes(request, "reply_text"), field="reply_text")
+        emotion = parse_emotion(scalar_bytes(request, "emotion"))
+        turn = scalar_bytes(request, "turn").decode()
         start = time.monotonic()
-        speech = self.tts.synthesize(text)
+        # A superseded reply (barge-in) gets no speech, so lipsync draws nothing for it.
+        current = self.turns.is_current(turn)
+        speech = self.tts.synthesize(text, style(emotion)) if current else np.zeros(0, np.float32)
         seconds = len(speech) / self.tts.sample_rate
         if seconds:
             self.rtf.observe((time.monotonic() - start) / seconds)

@@ -1,0 +1,50 @@
+"""Triton python model `asr`: an utterance's PCM → the recognised text (silero-vad + Whisper).
+
+Bad audio (empty, NaN, too long, unsupported rate, no speech) is INVALID_ARGUMENT naming the
+field; `started_at` starts the request clock that lipsync's time-to-first-chunk metric reads.
+"""
+
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from talkserve.asr import Transcriber, VoiceActivity, check_audio
+from talkserve.serving.triton import Metrics, ModelArgs, optional_input, run_each
+from talkserve.text import RequestError
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.args = ModelArgs(args)
+        p = self.args.params
+        vad = VoiceActivity(float(p["vad_threshold"]), int(p["min_silence_ms"])) if p["vad"] == "True" else None
+        model_dir = self.args.files / "whisper"
+        self.asr = Transcriber(model_dir, p["language"] or None, int(p["beam_size"]), p["compute_type"],
+                               int(p["threads"]), vad)
+        self.max_seconds = float(p["max_audio_seconds"])
+        m = self.metrics = Metrics(self.args.name)
+        self.rtf = m.histogram("talkserve_asr_real_time_factor", "Recognition seconds per second of input audio",
+                               [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2])
+        self.heard = m.counter("talkserve_asr_speech_seconds_total", "Seconds of speech recognised")
+        self.rejected = m.counters_by("talkserve_requests_rejected_total", "Requests refused as invalid, by field",
+                                      "field", ["audio", "sample_rate"])
+
+    def _run(self, request):
+        start = time.time()
+        try:
+            rate = int(optional_input(request, "sample_rate").reshape(-1)[0])
+            audio = check_audio(optional_input(request, "audio"), rate, self.max_seconds)
+            result = self.asr.transcribe(audio)
+            if not result.text:
+                raise RequestError("audio", "no speech recognised")
+        except RequestError as e:
+            self.rejected[e.field].increment(1)
+            raise
+        self.rtf.observe((time.time() - start) / (audio.size / 16000))
+        self.heard.increment(result.speech_seconds)
+        return [pb_utils.Tensor("text", np.array([result.text.encode()], dtype=np.object_)),
+                pb_utils.Tensor("started_at", np.array([start], np.float64))]
+
+    def execute(self, requests):
+        return run_each(requests, self._run)

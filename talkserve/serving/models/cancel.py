@@ -1,0 +1,22 @@
+"""Triton python model `cancel`: stop the reply a conversation has streaming (barge-in without a
+new utterance). The llm loop, tts and lipsync see it at their next check (talkserve.turns)."""
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from talkserve.serving.triton import run_each, scalar_bytes
+from talkserve.text import decode_text
+from talkserve.turns import Turns
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.turns = Turns()
+
+    def _run(self, request):
+        conversation = decode_text(scalar_bytes(request, "conversation_id"), "conversation_id", 128)
+        self.turns.cancel(conversation)
+        return [pb_utils.Tensor("cancelled", np.array([True]))]
+
+    def execute(self, requests):
+        return run_each(requests, self._run)

@@ -1,0 +1,79 @@
+"""Barge-in across the python models: which turn of a conversation is current.
+
+A request may name a `conversation_id`. Starting a reply in a conversation (llm) or cancelling it
+(`cancel` model) bumps that conversation's turn number; every stage that works for a reply (the
+llm's token loop, tts, lipsync before each part) asks whether its turn is still current and stops
+if not. Triton's own cancellation reaches an ensemble's steps only when they are scheduled, not
+while they run (server issue #6739), so a running lipsync sentence would otherwise play on.
+
+The models run in separate stub processes, so the state is one small file per conversation under
+a directory private to this tritonserver process (its pid), in /dev/shm when there is one.
+Writes are atomic renames; a read is one small file read, cheap enough for every token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+NO_TURN = ""  # requests without a conversation_id cannot be superseded
+IDLE_SECONDS = 3600  # a conversation untouched this long is forgotten
+
+
+def default_dir() -> Path:
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    return base / f"talkserve-turns-{os.getppid()}"  # the stubs' parent: this tritonserver
+
+
+class Turns:
+    def __init__(self, root: Path | None = None):
+        self.root = root or default_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, conversation: str) -> Path:
+        return self.root / hashlib.sha256(conversation.encode()).hexdigest()[:32]
+
+    def _read(self, conversation: str) -> int:
+        try:
+            return int(self._file(conversation).read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _bump(self, conversation: str) -> int:
+        # Turn numbers only need to be unique and rising: nanoseconds since the epoch are both,
+        # without a read-modify-write race between two stubs.
+        n = max(self._read(conversation) + 1, time.time_ns())
+        tmp = self.root / f".{os.getpid()}.{n}"
+        tmp.write_text(str(n))
+        os.replace(tmp, self._file(conversation))
+        return n
+
+    def start(self, conversation: str) -> str:
+        """A new reply in `conversation` (superseding any reply still streaming); its turn token."""
+        if not conversation:
+            return NO_TURN
+        self._forget_idle()
+        return f"{self._bump(conversation)}:{conversation}"
+
+    def cancel(self, conversation: str) -> None:
+        """Stop whatever reply `conversation` has streaming."""
+        if conversation:
+            self._bump(conversation)
+
+    def _forget_idle(self) -> None:
+        cutoff = time.time() - IDLE_SECONDS
+        for f in self.root.iterdir():
+            try:
+                if f.stat().st_mtime < cutoff:
+                    f.unlink()
+            except FileNotFoundError:  # another stub forgot it first
+                pass
+
+    def is_current(self, turn: str) -> bool:
+        if turn == NO_TURN:
+            return True
+        number, _, conversation = turn.partition(":")
+        return self._read(conversation) == int(number)
