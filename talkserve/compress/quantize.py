@@ -85,6 +85,12 @@ def has_qdq(path: Path) -> bool:
     return {"QuantizeLinear", "DequantizeLinear"} <= ops or "DynamicQuantizeLinear" in ops
 
 
+def is_quantized(path: Path) -> bool:
+    """Whether any op computes in INT8 (dynamic quantization of a conv-only graph changes nothing)."""
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    return bool(ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"})
+
+
 class _Writer:
     """Writes quantized variants of one pre-processed model from one cached calibration."""
 
@@ -159,13 +165,18 @@ def quantize(model: Path, out_dir: Path, feeds: Feeds, cfg: QuantizeConfig, eval
         for form in cfg.cpu_forms:
             path = writer.write(form, kept)
             _, gates = evaluate(path)
-            forms[form] = {"latency_s": latency(path), "passed": not failed(gates), "path": path, "gates": gates}
-        passing = [f for f in forms if forms[f]["passed"]] or list(forms)  # none passes: report the fastest
+            forms[form] = {"latency_s": latency(path), "passed": not failed(gates), "path": path, "gates": gates,
+                           "quantized": is_quantized(path)}
+        # A form that quantized nothing (e.g. dynamic on a graph with no MatMul left in INT8) is the
+        # float model under another name: never the INT8 answer while a real INT8 form exists.
+        real = [f for f in forms if forms[f]["quantized"]] or list(forms)
+        passing = [f for f in real if forms[f]["passed"]] or real  # none passes: report the fastest
         best = min(passing, key=lambda f: forms[f]["latency_s"])
         shutil.copyfile(trt, out_dir / "model.qdq_s8.onnx")
         shutil.copyfile(forms[best]["path"], out_dir / f"model.{best}.onnx")
         return QuantizeResult(
             trt=out_dir / "model.qdq_s8.onnx", cpu=out_dir / f"model.{best}.onnx", cpu_form=best,
             float_groups=kept, sensitivity=scores, gates=forms[best]["gates"],
-            forms={f: {"latency_s": v["latency_s"], "passed": v["passed"]} for f, v in forms.items()},
+            forms={f: {"latency_s": v["latency_s"], "passed": v["passed"], "quantized": v["quantized"]}
+                   for f, v in forms.items()},
         )

@@ -51,7 +51,9 @@ def markdown(reports: list[ModelReport], title: str) -> str:
             worst = ", ".join(f"{g} ({e:.3g})" for g, e in list(r.sensitivity.items())[:5])
             lines.append(f"- most INT8-sensitive groups (added error): {worst}")
         for form, v in r.forms.items():
-            lines.append(f"- CPU form {form}: {v['latency_s'] * 1e3:.1f} ms, gates {'pass' if v['passed'] else 'FAIL'}")
+            verdict = "pass" if v["passed"] else "FAIL"
+            note = "" if v.get("quantized", True) else " (quantized nothing: not an INT8 form here)"
+            lines.append(f"- CPU form {form}: {v['latency_s'] * 1e3:.1f} ms, gates {verdict}{note}")
         if r.trt:
             lines.append(f"- TensorRT input: `{r.trt}` (s8 symmetric Q/DQ, per-channel weights)")
         lines.append("")
