@@ -18,6 +18,7 @@ avatar_app = typer.Typer(no_args_is_help=True, help="Register and list avatars (
 app.add_typer(avatar_app, name="avatar")
 
 DEFAULT_OUTPUT = Path("model_repository")
+IMAGE = "ghcr.io/talkserve/talkserve:0.1.0"  # k8s/images/Dockerfile, as the manifests name it
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -146,6 +147,46 @@ def converse(
         fail(str(e))
     for r in replies:
         typer.echo(r.summary())
+
+
+@app.command()
+def up(
+    repository: Annotated[Path, typer.Option(help="Repository root (holding `current`)")] = DEFAULT_OUTPUT,
+    image: Annotated[str, typer.Option(help="Serving image (k8s/images/Dockerfile)")] = IMAGE,
+    gpu: Annotated[bool | None, typer.Option(help="Give it the GPUs; default: when nvidia-smi is here")] = None,
+    db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None,
+) -> None:
+    """Run the serving image locally with Docker, the repository and avatars mounted read-only."""
+    from talkserve.up import container_spec, has_gpu
+    from talkserve.up import up as start
+
+    try:
+        spec = container_spec(repository, db_path(db), image, has_gpu() if gpu is None else gpu)
+        container = start(spec)
+    except (ValueError, RuntimeError) as e:
+        fail(str(e))
+    typer.echo(f"started {container.name} ({image}): grpc :8001  http :8000  metrics :8002")
+
+
+@app.command()
+def health(
+    url: Annotated[str, typer.Option(help="Triton gRPC address")] = "127.0.0.1:8001",
+    repository: Annotated[Path, typer.Option(help="The repository the server serves")] = Path("/models/current"),
+    server_pid: Annotated[int | None, typer.Option(help="tritonserver's pid; default: the one running here")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per gRPC call")] = 4.0,
+) -> None:
+    """Readiness probe: server and every model ready, and every python stub alive (exit 1 if not)."""
+    from talkserve.health import problems
+
+    try:
+        found = problems(url, repository, server_pid, timeout)
+    except (RuntimeError, OSError) as e:
+        fail(str(e))
+    for p in found:
+        typer.echo(p, err=True)
+    if found:
+        raise typer.Exit(1)
+    typer.echo("ready")
 
 
 @avatar_app.command("add")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from prometheus_client import Counter, Histogram
 from tritonclient.utils import InferenceServerException
 
 MODEL = "talking_head"
@@ -29,6 +30,13 @@ VOICE_MODEL = "talking_head_voice"
 # PRs #7840/#8078); turn it on for NGC 25.x images.
 GRPC_ERROR_HEADERS = {"triton_grpc_error": "true"}
 OUTPUTS = ("reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video")
+
+# Client-side view for the backend services that embed this library (expose the default registry,
+# e.g. prometheus_client.start_http_server): what their users wait for, network included.
+REQUESTS = Counter("talkserve_client_requests_total", "Streams ended, by model and gRPC status", ["model", "status"])
+FIRST_CHUNK = Histogram("talkserve_client_time_to_first_chunk_seconds", "Request sent → first chunk received",
+                        ["model"], buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
+CHUNKS = Counter("talkserve_client_chunks_total", "Chunks received", ["model"])
 
 
 class TalkError(RuntimeError):
@@ -151,6 +159,7 @@ class TalkClient:
         self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)),
                                  headers=self.headers)
         cancelled = True  # unless the stream ends normally: an abandoned generator cancels its request
+        status, first = "CANCELLED", True
         try:
             start = time.monotonic()
             self.client.async_stream_infer(
@@ -161,12 +170,19 @@ class TalkClient:
                 try:
                     at, result, error = results.get(timeout=max(0.0, start + timeout - time.monotonic()))
                 except queue.Empty:
-                    raise TalkError("DEADLINE_EXCEEDED", f"no response within {timeout:.0f}s") from None
+                    status = "DEADLINE_EXCEEDED"
+                    raise TalkError(status, f"no response within {timeout:.0f}s") from None
                 if error is not None:
-                    raise _error(error)
+                    err = _error(error)
+                    status = err.status
+                    raise err
                 response = result.get_response()
                 final = response.parameters["triton_final_response"].bool_param
                 if response.outputs:
+                    if first:
+                        FIRST_CHUNK.labels(model).observe(at - start)
+                        first = False
+                    CHUNKS.labels(model).inc()
                     yield Chunk(
                         index=int(result.as_numpy("chunk_index")[0]),
                         part=int(result.as_numpy("part_index")[0]),
@@ -179,10 +195,11 @@ class TalkClient:
                                    else None),
                     )
                 if final:
-                    cancelled = False
+                    cancelled, status = False, "OK"
                     return
         finally:
             self.client.stop_stream(cancel_requests=cancelled)
+            REQUESTS.labels(model, status).inc()
 
     def is_ready(self) -> bool:
         try:

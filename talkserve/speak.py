@@ -44,8 +44,14 @@ class SpeakResult:
 
 
 def compute_seconds(client: TalkClient) -> dict[str, float]:
-    """Cumulative server compute time per model, from Triton's statistics extension."""
-    stats = client.client.get_inference_statistics(as_json=True).get("model_stats", [])
+    """Cumulative server compute time per model, from Triton's statistics extension (empty where a
+    deployment restricts statistics to its admin key, as k8s/ does)."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        stats = client.client.get_inference_statistics(as_json=True).get("model_stats", [])
+    except InferenceServerException:
+        return {}
     out: dict[str, float] = {}
     for s in stats:
         if s["name"] in STAGES:

@@ -41,6 +41,12 @@ class Metrics:
     def __init__(self, model: str):
         self.labels = {"model": model}
         self.families: list = []
+        # Triton 2.51 counts none of a python model's error responses in nv_inference_request_failure
+        # (measured: bad input, core dtype rejections and cancellations all left it at 0), so the
+        # failure-ratio alert reads this.
+        self.errors = self.counters_by("talkserve_request_errors_total",
+                                       "Requests answered with an error, by kind (invalid input or internal)",
+                                       "kind", ["invalid", "internal"])
 
     def _family(self, name: str, description: str, kind):
         family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
@@ -87,25 +93,28 @@ def bls(model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[s
     return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
 
 
-def error_response(err: Exception) -> pb_utils.InferenceResponse:
-    """RequestError → INVALID_ARGUMENT naming the field; anything else → INTERNAL."""
-    if isinstance(err, RequestError):
+def error_response(err: Exception, metrics: Metrics | None = None) -> pb_utils.InferenceResponse:
+    """RequestError → INVALID_ARGUMENT naming the field; anything else → INTERNAL (counted by kind)."""
+    invalid = isinstance(err, RequestError)
+    if metrics is not None:
+        metrics.errors["invalid" if invalid else "internal"].increment(1)
+    if invalid:
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG))
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(err).__name__}: {err}"))
 
 
-def run_each(requests, handle) -> list:
+def run_each(requests, handle, metrics: Metrics | None = None) -> list:
     """Non-decoupled execute: one response per request, bad requests fail alone."""
     responses = []
     for request in requests:
         try:
             responses.append(pb_utils.InferenceResponse(output_tensors=handle(request)))
         except Exception as e:  # every error must reach its own request, not fail the batch
-            responses.append(error_response(e))
+            responses.append(error_response(e, metrics))
     return responses
 
 
-def stream_each(requests, handle) -> None:
+def stream_each(requests, handle, metrics: Metrics | None = None) -> None:
     """Decoupled execute: `handle(request, sender)` sends any number of responses; we close the
     stream with the final flag, or with the error when it raises."""
     for request in requests:
@@ -113,6 +122,6 @@ def stream_each(requests, handle) -> None:
         try:
             handle(request, sender)
         except Exception as e:  # the client must get the error, not a stream that never ends
-            sender.send(error_response(e), flags=FINAL)
+            sender.send(error_response(e, metrics), flags=FINAL)
             continue
         sender.send(flags=FINAL)

@@ -47,4 +47,4 @@ class TritonPythonModel:
                 pb_utils.Tensor("started_at", np.array([start], np.float64))]
 
     def execute(self, requests):
-        return run_each(requests, self._run)
+        return run_each(requests, self._run, self.metrics)

@@ -4,7 +4,7 @@ new utterance). The llm loop, tts and lipsync see it at their next check (talkse
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from talkserve.serving.triton import run_each, scalar_bytes
+from talkserve.serving.triton import Metrics, ModelArgs, run_each, scalar_bytes
 from talkserve.text import decode_text
 from talkserve.turns import Turns
 
@@ -12,6 +12,7 @@ from talkserve.turns import Turns
 class TritonPythonModel:
     def initialize(self, args):
         self.turns = Turns()
+        self.metrics = Metrics(ModelArgs(args).name)
 
     def _run(self, request):
         conversation = decode_text(scalar_bytes(request, "conversation_id"), "conversation_id", 128)
@@ -19,4 +20,4 @@ class TritonPythonModel:
         return [pb_utils.Tensor("cancelled", np.array([True]))]
 
     def execute(self, requests):
-        return run_each(requests, self._run)
+        return run_each(requests, self._run, self.metrics)

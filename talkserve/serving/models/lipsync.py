@@ -89,4 +89,4 @@ class TritonPythonModel:
             return
 
     def execute(self, requests):
-        stream_each(requests, self._stream)
+        stream_each(requests, self._stream, self.metrics)

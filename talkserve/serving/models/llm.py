@@ -110,4 +110,4 @@ class TritonPythonModel:
             self.active.increment(-1)
 
     def execute(self, requests):
-        stream_each(requests, self._stream)
+        stream_each(requests, self._stream, self.metrics)

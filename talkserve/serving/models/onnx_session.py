@@ -8,7 +8,7 @@ callers' BLS code does not change.
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from talkserve.serving.triton import ModelArgs, run_each
+from talkserve.serving.triton import Metrics, ModelArgs, run_each
 
 
 class TritonPythonModel:
@@ -21,6 +21,7 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.inputs = [i["name"] for i in self.args.config["input"]]
         self.outputs = [o["name"] for o in self.args.config["output"]]
+        self.metrics = Metrics(self.args.name)
 
     def _run(self, request):
         feeds = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
@@ -28,4 +29,4 @@ class TritonPythonModel:
         return [pb_utils.Tensor(name, value) for name, value in zip(self.outputs, values, strict=True)]
 
     def execute(self, requests):
-        return run_each(requests, self._run)
+        return run_each(requests, self._run, self.metrics)

@@ -52,4 +52,4 @@ class TritonPythonModel:
                 pb_utils.Tensor("sample_rate", np.array([self.tts.sample_rate], np.int32))]
 
     def execute(self, requests):
-        return run_each(requests, self._run)
+        return run_each(requests, self._run, self.metrics)

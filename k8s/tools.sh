@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Offline validation tools for k8s/ and monitoring, installed into .tools/ (git-ignored):
+# Prometheus + promtool from Debian's `prometheus` package, unpacked rather than installed so no
+# service starts on the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=.tools/prometheus
+if [ ! -x "$dest/usr/bin/promtool" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; })
+  mkdir -p "$dest"
+  dpkg -x "$tmp"/prometheus_*.deb "$dest"
+  rm -rf "$tmp"
+fi
+"$dest/usr/bin/promtool" --version | head -1
+
+# The Prometheus Operator's CRD schemas (ServiceMonitor, PrometheusRule), compiled to validators.
+node_dest=.tools/node
+if [ ! -d "$node_dest/node_modules/@kubernetes-models/prometheus-operator" ]; then
+  npm install --prefix "$node_dest" --no-audit --no-fund --loglevel=error @kubernetes-models/prometheus-operator@6.0.0
+fi
+
+# checkov in a venv of its own: it pins versions that would downgrade the project's packages.
+if [ ! -x .tools/checkov/bin/checkov ]; then
+  python3 -m venv .tools/checkov
+  .tools/checkov/bin/pip install --quiet --disable-pip-version-check "checkov==3.3.30"
+fi
+.tools/checkov/bin/checkov --version

@@ -1,0 +1,81 @@
+"""`talkserve health`: the readiness probe that also sees dead python stubs.
+
+Triton 2.51 keeps answering ready on /v2/health/ready and /v2/models/<m>/ready after a python
+model's stub process has died (measured: 16 s after SIGKILL of the tts stub, both still 200), and
+it no longer restarts stubs. So besides server and model readiness, every python model instance
+that the repository's configs declare must have a live stub process under this tritonserver.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+STUB = "triton_python_backend_stub"
+
+
+def python_instances(repository: Path) -> set[str]:
+    """Instance names Triton gives python model instances: <model>_<group>_<index>."""
+    names = set()
+    for config in Path(repository).glob("*/config.pbtxt"):
+        cfg = text_format.Parse(config.read_text(), mc.ModelConfig())
+        if cfg.backend != "python":
+            continue
+        for g, group in enumerate(cfg.instance_group or [mc.ModelInstanceGroup(count=1)]):
+            names.update(f"{cfg.name}_{g}_{i}" for i in range(group.count or 1))
+    return names
+
+
+def _processes(proc: Path = Path("/proc")):
+    """(pid, parent pid, argv) of every process we can see."""
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # the process ended while we looked
+            continue
+        yield int(entry.name), ppid, [a.decode(errors="replace") for a in argv if a]
+
+
+def server_pid() -> int:
+    """The one tritonserver process visible here (PID 1 in the serving container)."""
+    pids = [pid for pid, _, argv in _processes() if argv and Path(argv[0]).name == "tritonserver"]
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one tritonserver process, found {len(pids)}: pass --server-pid")
+    return pids[0]
+
+
+def live_stubs(parent: int) -> set[str]:
+    """Instance names of the python stubs running under `parent`."""
+    names = set()
+    for _, ppid, argv in _processes():
+        if ppid == parent and argv and Path(argv[0]).name == STUB:
+            names.update(a for a in argv if a.count("_") >= 2 and a.rsplit("_", 2)[-1].isdigit())
+    return names
+
+
+def problems(url: str, repository: Path, parent: int | None = None, timeout: float = 4.0) -> list[str]:
+    """Why this server should not take traffic; empty when it should."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    found = []
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        if not client.is_server_ready(client_timeout=timeout):
+            return ["server is not ready"]
+        for config in sorted(Path(repository).glob("*/config.pbtxt")):
+            model = config.parent.name
+            if not client.is_model_ready(model, client_timeout=timeout):
+                found.append(f"model {model} is not ready")
+    except InferenceServerException as e:
+        return [f"server does not answer: {e.message()}"]
+    finally:
+        client.close()
+    missing = python_instances(repository) - live_stubs(parent or server_pid())
+    found += [f"python stub {name} is not running (Triton does not restart it)" for name in sorted(missing)]
+    return found

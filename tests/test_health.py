@@ -1,0 +1,46 @@
+"""The readiness probe sees what Triton's own readiness misses: a dead python stub."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from talkserve.health import _processes, live_stubs, problems, python_instances
+
+pytestmark = pytest.mark.server
+
+
+def test_expected_instances_follow_the_configs(built):
+    _, current = built
+    names = python_instances(current)
+    assert {"llm_0_0", "llm_0_1", "tts_0_0", "lipsync_0_0", "asr_0_0", "cancel_0_0", "wav2lip_0_0"} <= names
+    assert not any(n.startswith("talking_head") for n in names)  # ensembles have no stub
+
+
+def test_probe_fails_when_a_stub_dies_though_triton_still_says_ready(built, tmp_path):
+    from talkserve.serve import Ports, Server
+
+    _, current = built
+    server = Server(current, Ports.free(), log=tmp_path / "triton.log").start()
+    url = f"127.0.0.1:{server.ports.grpc}"
+    try:
+        pid = server.proc.pid
+        assert problems(url, current, pid) == []
+        stub = next(p for p, ppid, argv in _processes() if ppid == pid and "tts_0_0" in argv)
+        os.kill(stub, signal.SIGKILL)
+        time.sleep(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.http}/v2/models/tts/ready", timeout=5) as r:
+            assert r.status == 200  # Triton's own readiness does not notice
+        assert "tts_0_0" not in live_stubs(pid)
+        assert problems(url, current, pid) == ["python stub tts_0_0 is not running (Triton does not restart it)"]
+        run = subprocess.run([sys.executable, "-m", "talkserve.cli", "health", "--url", url, "--repository",
+                              str(current), "--server-pid", str(pid)], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and "tts_0_0" in run.stderr
+    finally:
+        server.stop()
