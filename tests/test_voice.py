@@ -173,7 +173,8 @@ def test_cancel_stops_the_reply_on_the_server(server, url):
     assert len(stream.got) < len(full.got)
     time.sleep(1.0)
     assert metric_sum(server, "talkserve_lipsync_frames_total") - frames_at_ack <= 25  # work stopped
-    print(f"cancel → idle in {idle_after:.2f}s; {len(stream.got)}/{len(full.got)} chunks streamed")
+    print(f"cancel → idle in {idle_after:.2f}s, stream ended {stream.ended_at - acked:.2f}s after the ack, "
+          f"{len(late)} part(s) after it; {len(stream.got)}/{len(full.got)} chunks streamed")
 
 
 def test_new_utterance_supersedes_the_streaming_reply(server, url):
