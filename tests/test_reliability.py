@@ -1,0 +1,105 @@
+"""Reliability against the real embedded tritonserver: floods of bad input, deadlines.
+
+Bounded loops on loopback only."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from talkserve.client import TalkClient, TalkError, stream_error_status
+
+pytestmark = pytest.mark.server
+
+
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in lines if ln and not ln.startswith("#"))}
+
+
+def total(values: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in values.items() if k.startswith(prefix))
+
+
+def tensor(name: str, values, datatype: str) -> grpcclient.InferInput:
+    array = np.array(values, dtype=np.object_ if datatype == "BYTES" else None)
+    t = grpcclient.InferInput(name, list(array.shape), datatype)
+    t.set_data_from_numpy(array if datatype == "BYTES" else array.astype({"INT32": np.int32, "FP32": np.float32}
+                                                                          [datatype]))
+    return t
+
+
+def good(name: str, value: bytes = b"Hi.") -> grpcclient.InferInput:
+    return tensor(name, [value], "BYTES")
+
+
+# (model, inputs, a piece of the message, which model refuses it: None = Triton core)
+MALFORMED = [
+    ("talking_head", lambda: [tensor("text", [7], "INT32"), good("avatar_id", b"sample")], "data-type", None),
+    ("talking_head", lambda: [tensor("text", [b"a", b"b"], "BYTES"), good("avatar_id", b"sample")], "shape", None),
+    ("talking_head", lambda: [good("text")], "avatar_id", None),
+    ("talking_head", lambda: [good("text"), good("avatar_id", b"sample"), good("colour", b"red")], "colour", None),
+    ("no_such_model", lambda: [good("text")], "no_such_model", None),
+    ("talking_head", lambda: [good("text", b"a" * 5000), good("avatar_id", b"sample")], "text: is 5000", "llm"),
+    ("talking_head", lambda: [good("text", b"\xff\xfe"), good("avatar_id", b"sample")], "text: not valid UTF-8",
+     "llm"),
+    ("talking_head", lambda: [good("text"), good("avatar_id", b"ghost")], "avatar_id: 'ghost'", "llm"),
+    ("talking_head_voice", lambda: [tensor("user_audio", [np.nan] * 160, "FP32"),
+                                    tensor("user_sample_rate", [16000], "INT32"), good("avatar_id", b"sample")],
+     "audio: contains NaN", "asr"),
+]
+
+
+def test_a_thousand_malformed_requests_each_get_a_clean_error(server, url):
+    """Every one refused as invalid input, the server ready after all, and our error counters up by
+    exactly the requests that reached a model (Triton 2.51's own failure counter moves for none).
+
+    One request per stream, as the client library sends them: pipelining hundreds of failing
+    requests on one stream aborts tritonserver 2.51 (gRPC `proto_buffer_writer.h` assertion,
+    measured here), an embedded-server hazard the NGC 25.x image does not share."""
+    before = metrics(server.ports.metrics)
+    client = grpcclient.InferenceServerClient(url)
+    sent = {"llm": 0, "asr": 0}
+    start = time.monotonic()
+    try:
+        for _, (model, inputs, piece, refuser) in zip(range(1000), itertools.cycle(MALFORMED), strict=False):
+            errors: queue.Queue = queue.Queue()
+            client.start_stream(callback=lambda result, error, q=errors: q.put(error))
+            try:
+                client.async_stream_infer(model, inputs())
+                error = errors.get(timeout=30)
+            finally:
+                client.stop_stream()
+            assert error is not None and piece in error.message(), (model, error)
+            if model != "no_such_model":
+                assert stream_error_status(error) == "INVALID_ARGUMENT", error.message()
+            if refuser:
+                sent[refuser] += 1
+    finally:
+        client.close()
+    print(f"1000 malformed requests in {time.monotonic() - start:.1f}s")
+    time.sleep(1)
+    after = metrics(server.ports.metrics)
+    for model, n in sent.items():
+        key = f'talkserve_request_errors_total{{kind="invalid",model="{model}"}}'
+        assert after[key] - before.get(key, 0) == n, model
+    with TalkClient(url) as c:
+        assert c.is_ready()
+        assert list(c.stream("Thanks.", "sample", max_new_tokens=6))  # and it still answers
+
+
+def test_deadline_shorter_than_the_reply(server, url):
+    with TalkClient(url) as client, pytest.raises(TalkError) as e:
+        list(client.stream("How does this work?", "sample", timeout=0.5))
+    assert e.value.status == "DEADLINE_EXCEEDED"
+    deadline = time.monotonic() + 30  # the cancelled reply's remaining steps are dropped or finish
+    while total(metrics(server.ports.metrics), "nv_inference_pending_request_count") > 0:
+        assert time.monotonic() < deadline, "requests still pending 30 s after the deadline"
+        time.sleep(0.2)
