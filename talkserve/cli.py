@@ -78,8 +78,12 @@ def serve(
     repository: Annotated[Path, typer.Option(help="Model repository to serve")] = DEFAULT_OUTPUT / "current",
     grpc_port: int = 8001, http_port: int = 8000, metrics_port: int = 8002,
     exit_timeout: Annotated[int, typer.Option(help="Seconds to drain in-flight requests on SIGTERM")] = 30,
+    health_interval: Annotated[float, typer.Option(
+        help="Seconds between checks that every python stub lives; a dead one restarts the server")] = 10.0,
 ) -> None:
-    """Run the embedded tritonserver on a repository until SIGTERM/SIGINT."""
+    """Run the embedded tritonserver on a repository until SIGTERM/SIGINT; restart it when a python
+    model's stub dies (Triton 2.51 neither restarts the stub nor stops calling itself ready)."""
+    from talkserve.health import live_stubs, python_instances
     from talkserve.serve import Ports, Server, ServerError
 
     server = Server(repository, Ports(grpc_port, http_port, metrics_port), exit_timeout=exit_timeout)
@@ -92,11 +96,25 @@ def serve(
     signal.signal(signal.SIGINT, on_signal)
     try:
         server.start()
+        expected = python_instances(repository)
     except ServerError as e:
         fail(str(e))
     typer.echo(f"ready: grpc :{grpc_port}  http :{http_port}  metrics :{metrics_port}/metrics")
+    next_check = time.monotonic() + health_interval
     while not stop["now"] and server.proc.poll() is None:
         time.sleep(0.5)
+        if time.monotonic() < next_check:
+            continue
+        missing = expected - live_stubs(server.proc.pid)
+        if missing:
+            typer.secho(f"python stub {', '.join(sorted(missing))} died; restarting tritonserver", err=True)
+            server.stop()
+            try:
+                server.start()
+            except ServerError as e:
+                fail(f"restart failed: {e}")
+            typer.echo("ready again")
+        next_check = time.monotonic() + health_interval
     code = server.stop()
     raise typer.Exit(code or 0)
 

@@ -12,6 +12,7 @@ the reply still streaming, and `cancel(conversation_id)` stops it without a new 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import time
@@ -138,14 +139,14 @@ class TalkClient:
         """Yield each chunk as it arrives; ends at the response Triton flags final (that one may carry
         no tensors); raises TalkError on a server error."""
         inputs = request_inputs(text, avatar_id, max_new_tokens, emotion, conversation_id)
-        return self._stream(self.model, inputs, OUTPUTS, timeout)
+        return self._stream(self.model, inputs, OUTPUTS, timeout, conversation_id)
 
     def stream_voice(self, audio: np.ndarray, sample_rate: int, avatar_id: str | bytes,
                      max_new_tokens: int | None = None, timeout: float = 600.0, emotion: str | None = None,
                      conversation_id: str | None = None, model: str = VOICE_MODEL) -> Iterator[Chunk]:
         """As `stream`, from an utterance; each chunk's `user_text` is what the server heard."""
         inputs = voice_inputs(audio, sample_rate, avatar_id, max_new_tokens, emotion, conversation_id)
-        return self._stream(model, inputs, (*OUTPUTS, "user_text"), timeout)
+        return self._stream(model, inputs, (*OUTPUTS, "user_text"), timeout, conversation_id)
 
     def cancel(self, conversation_id: str) -> None:
         """Stop the reply `conversation_id` has streaming (its stages stop at their next check)."""
@@ -154,7 +155,8 @@ class TalkClient:
         except InferenceServerException as e:
             raise _error(e) from None
 
-    def _stream(self, model: str, inputs, outputs, timeout: float) -> Iterator[Chunk]:
+    def _stream(self, model: str, inputs, outputs, timeout: float,
+                conversation_id: str | None = None) -> Iterator[Chunk]:
         results: queue.Queue = queue.Queue()
         self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)),
                                  headers=self.headers)
@@ -199,6 +201,10 @@ class TalkClient:
                     return
         finally:
             self.client.stop_stream(cancel_requests=cancelled)
+            if cancelled and conversation_id and status not in ("INVALID_ARGUMENT", "UNAVAILABLE"):
+                # Triton's cancel does not reach ensemble steps already running; the turn does.
+                with contextlib.suppress(TalkError):  # the server is gone: nothing left to stop
+                    self.cancel(conversation_id)
             REQUESTS.labels(model, status).inc()
 
     def is_ready(self) -> bool:

@@ -44,3 +44,36 @@ def test_probe_fails_when_a_stub_dies_though_triton_still_says_ready(built, tmp_
         assert run.returncode == 1 and "tts_0_0" in run.stderr
     finally:
         server.stop()
+
+
+def test_serve_restarts_the_server_when_a_stub_dies(built, tmp_path):
+    from talkserve.client import TalkClient
+    from talkserve.serve import Ports, is_ready
+
+    _, current = built
+    ports = Ports.free()
+    serve = subprocess.Popen([sys.executable, "-m", "talkserve.cli", "serve", "--repository", str(current),
+                              "--grpc-port", str(ports.grpc), "--http-port", str(ports.http),
+                              "--metrics-port", str(ports.metrics), "--health-interval", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not is_ready(ports):
+            assert serve.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        triton = next(p for p, ppid, argv in _processes() if ppid == serve.pid and argv and "tritonserver" in argv[0])
+        stub = next(p for p, ppid, argv in _processes() if ppid == triton and "tts_0_0" in argv)
+        os.kill(stub, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while True:  # a new tritonserver, ready, with a tts stub of its own
+            assert serve.poll() is None and time.monotonic() < deadline, "serve did not recover the server"
+            pids = [p for p, ppid, argv in _processes() if ppid == serve.pid and argv and "tritonserver" in argv[0]]
+            if pids and pids[0] != triton and is_ready(ports) and "tts_0_0" in live_stubs(pids[0]):
+                break
+            time.sleep(0.5)
+        with TalkClient(f"127.0.0.1:{ports.grpc}") as client:
+            assert list(client.stream("Thanks.", "sample", max_new_tokens=6))
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        out, _ = serve.communicate(timeout=90)
+    assert "tts_0_0 died; restarting tritonserver" in out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import threading
 import time
 import urllib.request
 
@@ -103,3 +104,65 @@ def test_deadline_shorter_than_the_reply(server, url):
     while total(metrics(server.ports.metrics), "nv_inference_pending_request_count") > 0:
         assert time.monotonic() < deadline, "requests still pending 30 s after the deadline"
         time.sleep(0.2)
+
+
+def test_abandoning_a_stream_stops_the_server_work_within_two_seconds(server, url):
+    """stop_stream(cancel_requests=True) alone cannot stop ensemble steps already running (Triton
+    server issue #6739); with a conversation_id the client also cancels the turn."""
+    with TalkClient(url) as client:
+        reply = client.stream("How does this work?", "sample", conversation_id="abandon-1")
+        next(reply)
+        reply.close()  # the generator's finally: stop_stream(cancel_requests=True) + cancel
+        stopped = time.monotonic()
+    port = server.ports.metrics
+    while True:
+        m = metrics(port)
+        if total(m, "nv_inference_pending_request_count") == 0 and total(m, "talkserve_llm_generations_active") == 0:
+            break
+        assert time.monotonic() - stopped < 2.0, "server still busy 2 s after the stream was abandoned"
+        time.sleep(0.05)
+    frames = total(metrics(port), "talkserve_lipsync_frames_total")
+    time.sleep(1.0)
+    assert total(metrics(port), "talkserve_lipsync_frames_total") - frames <= 25  # no new sentence drawn
+
+
+SOAK_SECONDS = 120
+QUESTIONS = ["Hello!", "Tell me a joke.", "What can you do?", "Who are you?"]
+
+
+def complete_and_in_order(chunks) -> bool:
+    """Sentences 0..n, each with parts 0..k, in that order, every part's audio matching its frames."""
+    order = [(c.index, c.part) for c in chunks]
+    expected, sentence, part = [], 0, 0
+    for index, p in order:
+        if index == sentence + 1 and p == 0:
+            sentence, part = index, 0
+        expected.append((sentence, part))
+        part += 1
+    audio_ok = all(abs(len(c.audio) - len(c.video) * c.sample_rate / 25) < c.sample_rate / 25 for c in chunks)
+    return bool(chunks) and order == expected and audio_ok
+
+
+def test_eight_streams_for_two_minutes(server, url):
+    end = time.monotonic() + SOAK_SECONDS
+    replies, failures = [], []
+
+    def talk(i: int) -> None:
+        with TalkClient(url) as client:
+            for n in itertools.count():
+                if time.monotonic() > end:
+                    return
+                try:
+                    chunks = list(client.stream(QUESTIONS[(i + n) % len(QUESTIONS)], "sample"))
+                except TalkError as e:
+                    failures.append(e)
+                    return
+                replies.append(complete_and_in_order(chunks))
+
+    threads = [threading.Thread(target=talk, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(SOAK_SECONDS + 600)
+    print(f"soak: {len(replies)} replies on 8 streams in {SOAK_SECONDS}s, {len(failures)} failures")
+    assert not failures and len(replies) >= 8 and all(replies)
