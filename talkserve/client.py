@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import random
 import re
 import time
 from collections.abc import Iterator
@@ -38,6 +39,34 @@ REQUESTS = Counter("talkserve_client_requests_total", "Streams ended, by model a
 FIRST_CHUNK = Histogram("talkserve_client_time_to_first_chunk_seconds", "Request sent → first chunk received",
                         ["model"], buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
 CHUNKS = Counter("talkserve_client_chunks_total", "Chunks received", ["model"])
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry a request that the server could not take (gRPC UNAVAILABLE / RESOURCE_EXHAUSTED) with
+    exponential backoff and full jitter; never a stream that already delivered a chunk."""
+
+    attempts: int = 4
+    initial_backoff_s: float = 0.25
+    max_backoff_s: float = 4.0
+    multiplier: float = 2.0
+    retry_on: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The sleeps before attempts 2..n: uniform in [0, min(max, initial·multiplierᵏ)]."""
+        rng = rng or random.Random()
+        for k in range(self.attempts - 1):
+            yield rng.uniform(0, min(self.max_backoff_s, self.initial_backoff_s * self.multiplier**k))
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+# Triton's gRPC server answers pings only every 5 min without data by default
+# (--grpc-http2-min-recv-ping-interval-without-data=300000) and hangs up after 2 strikes.
+KEEPALIVE = grpcclient.KeepAliveOptions(keepalive_time_ms=300_000, keepalive_timeout_ms=20_000,
+                                        keepalive_permit_without_calls=False, http2_max_pings_without_data=2)
+# A streamed part is raw video: 25 frames of 512×512 RGB ≈ 19.7 MB; 1024×1024 ≈ 79 MB.
+MAX_RECEIVE_BYTES = 128 << 20
+MAX_SEND_BYTES = 16 << 20  # the longest utterance: 30 s × 48 kHz × 4 B ≈ 5.8 MB
 
 
 class TalkError(RuntimeError):
@@ -125,12 +154,16 @@ def voice_inputs(audio: np.ndarray, sample_rate: int, avatar_id: str | bytes, ma
 class TalkClient:
     def __init__(self, url: str = "127.0.0.1:8001", model: str = MODEL, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
-                 certificate_chain: str | None = None, grpc_error_codes: bool = False):
-        self.model = model
+                 certificate_chain: str | None = None, grpc_error_codes: bool = False,
+                 retry: RetryPolicy = RetryPolicy()):
+        """`ssl` + `root_certificates` for TLS; add `private_key` + `certificate_chain` for mTLS."""
+        self.model, self.retry, self.attempts = model, retry, 0
         self.headers = GRPC_ERROR_HEADERS if grpc_error_codes else None
         self.client = grpcclient.InferenceServerClient(
             url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
-            certificate_chain=certificate_chain,
+            certificate_chain=certificate_chain, keepalive_options=KEEPALIVE,
+            channel_args=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                          ("grpc.max_send_message_length", MAX_SEND_BYTES)],
         )
 
     def stream(self, text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
@@ -139,14 +172,29 @@ class TalkClient:
         """Yield each chunk as it arrives; ends at the response Triton flags final (that one may carry
         no tensors); raises TalkError on a server error."""
         inputs = request_inputs(text, avatar_id, max_new_tokens, emotion, conversation_id)
-        return self._stream(self.model, inputs, OUTPUTS, timeout, conversation_id)
+        return self._retrying(lambda: self._stream(self.model, inputs, OUTPUTS, timeout, conversation_id))
 
     def stream_voice(self, audio: np.ndarray, sample_rate: int, avatar_id: str | bytes,
                      max_new_tokens: int | None = None, timeout: float = 600.0, emotion: str | None = None,
                      conversation_id: str | None = None, model: str = VOICE_MODEL) -> Iterator[Chunk]:
         """As `stream`, from an utterance; each chunk's `user_text` is what the server heard."""
         inputs = voice_inputs(audio, sample_rate, avatar_id, max_new_tokens, emotion, conversation_id)
-        return self._stream(model, inputs, (*OUTPUTS, "user_text"), timeout, conversation_id)
+        return self._retrying(lambda: self._stream(model, inputs, (*OUTPUTS, "user_text"), timeout, conversation_id))
+
+    def _retrying(self, start) -> Iterator[Chunk]:
+        delays = self.retry.delays()
+        while True:
+            delivered = False
+            try:
+                for chunk in start():
+                    delivered = True
+                    yield chunk
+                return
+            except TalkError as e:
+                delay = None if delivered or e.status not in self.retry.retry_on else next(delays, None)
+                if delay is None:
+                    raise
+                time.sleep(delay)
 
     def cancel(self, conversation_id: str) -> None:
         """Stop the reply `conversation_id` has streaming (its stages stop at their next check)."""
@@ -164,10 +212,20 @@ class TalkClient:
         status, first = "CANCELLED", True
         try:
             start = time.monotonic()
-            self.client.async_stream_infer(
-                model, inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
-                enable_empty_final_response=True,
-            )
+            self.attempts += 1
+            try:
+                self.client.async_stream_infer(
+                    model, inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
+                    enable_empty_final_response=True,
+                )
+            except InferenceServerException as e:  # the stream broke at once; its reason is in the callback
+                try:
+                    _, _, error = results.get(timeout=5)
+                except queue.Empty:
+                    error = None
+                err = _error(error) if error is not None else TalkError("UNAVAILABLE", e.message() or str(e))
+                status = err.status
+                raise err from None
             while True:
                 try:
                     at, result, error = results.get(timeout=max(0.0, start + timeout - time.monotonic()))
