@@ -6,7 +6,7 @@ the HiFi-GAN teacher is first fitted to the Piper voice's real speech for `--tea
 (see talkserve/models/train_vocoder.py: with the official init alone it emits a constant, and
 STOI/PESQ against a constant measure nothing). Each student is compared with exactly its teacher.
 
-    python benchmarks/compression.py --preset pruned30-int8
+    python bench/compression.py --preset pruned30-int8
 """
 
 from __future__ import annotations
