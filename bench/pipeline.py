@@ -70,9 +70,9 @@ print(json.dumps({"first_chunk_s": end - loaded, "total_s": end - loaded, "load_
 
 def process_tree_rss_mb(root: int) -> float:
     """Resident memory of a process and all its descendants (tritonserver + python stubs)."""
-    from talkserve.health import _processes
+    from talkserve.health import processes
 
-    procs = list(_processes())
+    procs = list(processes())
     family, grew = {root}, True
     while grew:
         more = {pid for pid, ppid, _ in procs if ppid in family} - family

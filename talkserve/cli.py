@@ -12,13 +12,13 @@ from typing import Annotated
 import typer
 
 from talkserve.recipe import SAMPLE_PORTRAIT, Recipe, RecipeError, load_recipe, talkserve_home
+from talkserve.up import IMAGE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 avatar_app = typer.Typer(no_args_is_help=True, help="Register and list avatars (portraits).")
 app.add_typer(avatar_app, name="avatar")
 
 DEFAULT_OUTPUT = Path("model_repository")
-IMAGE = "ghcr.io/talkserve/talkserve:0.1.0"  # k8s/images/Dockerfile, as the manifests name it
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -96,9 +96,9 @@ def serve(
     signal.signal(signal.SIGINT, on_signal)
     try:
         server.start()
-        expected = python_instances(repository)
     except ServerError as e:
         fail(str(e))
+    expected = python_instances(repository)
     typer.echo(f"ready: grpc :{grpc_port}  http :{http_port}  metrics :{metrics_port}/metrics")
     next_check = time.monotonic() + health_interval
     while not stop["now"] and server.proc.poll() is None:

@@ -24,15 +24,21 @@ class Sentence:
     index: int
 
 
+_SYSTEM_ROLE: dict[str, bool] = {}  # chat template → renders a system message; asked once per template
+
+
 def has_system_role(tokenizer) -> bool:
     """Whether the chat template renders a system message (the starter's drops it)."""
-    probe = "\x1fsystem-probe\x1f"
-    try:
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "system", "content": probe}, {"role": "user", "content": "hi"}], tokenize=False)
-    except Exception:  # some templates raise on a system message (jinja's raise_exception)
-        return False
-    return probe in rendered
+    template = str(tokenizer.chat_template)
+    if template not in _SYSTEM_ROLE:
+        probe = "\x1fsystem-probe\x1f"
+        try:
+            rendered = tokenizer.apply_chat_template(
+                [{"role": "system", "content": probe}, {"role": "user", "content": "hi"}], tokenize=False)
+            _SYSTEM_ROLE[template] = probe in rendered
+        except Exception:  # some templates raise on a system message (jinja's raise_exception)
+            _SYSTEM_ROLE[template] = False
+    return _SYSTEM_ROLE[template]
 
 
 def prompt_ids(tokenizer, user_text: str, system: str = "") -> list[int]:

@@ -28,7 +28,7 @@ def python_instances(repository: Path) -> set[str]:
     return names
 
 
-def _processes(proc: Path = Path("/proc")):
+def processes(proc: Path = Path("/proc")):
     """(pid, parent pid, argv) of every process we can see."""
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -43,7 +43,7 @@ def _processes(proc: Path = Path("/proc")):
 
 def server_pid() -> int:
     """The one tritonserver process visible here (PID 1 in the serving container)."""
-    pids = [pid for pid, _, argv in _processes() if argv and Path(argv[0]).name == "tritonserver"]
+    pids = [pid for pid, _, argv in processes() if argv and Path(argv[0]).name == "tritonserver"]
     if len(pids) != 1:
         raise RuntimeError(f"expected one tritonserver process, found {len(pids)}: pass --server-pid")
     return pids[0]
@@ -52,7 +52,7 @@ def server_pid() -> int:
 def live_stubs(parent: int) -> set[str]:
     """Instance names of the python stubs running under `parent`."""
     names = set()
-    for _, ppid, argv in _processes():
+    for _, ppid, argv in processes():
         if ppid == parent and argv and Path(argv[0]).name == STUB:
             names.update(a for a in argv if a.count("_") >= 2 and a.rsplit("_", 2)[-1].isdigit())
     return names

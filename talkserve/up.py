@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-IMAGE = "ghcr.io/talkserve/talkserve:0.1.0"
+IMAGE = "ghcr.io/talkserve/talkserve:0.1.0"  # k8s/images/Dockerfile, as the manifests name it
 
 
 def triton_args(exit_timeout: int = 45) -> list[str]:

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from talkserve.health import _processes, live_stubs, problems, python_instances
+from talkserve.health import live_stubs, problems, processes, python_instances
 
 pytestmark = pytest.mark.server
 
@@ -32,7 +32,7 @@ def test_probe_fails_when_a_stub_dies_though_triton_still_says_ready(built, tmp_
     try:
         pid = server.proc.pid
         assert problems(url, current, pid) == []
-        stub = next(p for p, ppid, argv in _processes() if ppid == pid and "tts_0_0" in argv)
+        stub = next(p for p, ppid, argv in processes() if ppid == pid and "tts_0_0" in argv)
         os.kill(stub, signal.SIGKILL)
         time.sleep(1)
         with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.http}/v2/models/tts/ready", timeout=5) as r:
@@ -61,13 +61,13 @@ def test_serve_restarts_the_server_when_a_stub_dies(built, tmp_path):
         while not is_ready(ports):
             assert serve.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
-        triton = next(p for p, ppid, argv in _processes() if ppid == serve.pid and argv and "tritonserver" in argv[0])
-        stub = next(p for p, ppid, argv in _processes() if ppid == triton and "tts_0_0" in argv)
+        triton = next(p for p, ppid, argv in processes() if ppid == serve.pid and argv and "tritonserver" in argv[0])
+        stub = next(p for p, ppid, argv in processes() if ppid == triton and "tts_0_0" in argv)
         os.kill(stub, signal.SIGKILL)
         deadline = time.monotonic() + 120
         while True:  # a new tritonserver, ready, with a tts stub of its own
             assert serve.poll() is None and time.monotonic() < deadline, "serve did not recover the server"
-            pids = [p for p, ppid, argv in _processes() if ppid == serve.pid and argv and "tritonserver" in argv[0]]
+            pids = [p for p, ppid, argv in processes() if ppid == serve.pid and argv and "tritonserver" in argv[0]]
             if pids and pids[0] != triton and is_ready(ports) and "tts_0_0" in live_stubs(pids[0]):
                 break
             time.sleep(0.5)

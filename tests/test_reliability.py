@@ -8,25 +8,15 @@ import itertools
 import queue
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from helpers import metric, wait_idle
 
 from talkserve.client import TalkClient, TalkError, stream_error_status
 
 pytestmark = pytest.mark.server
-
-
-def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        lines = r.read().decode().splitlines()
-    return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in lines if ln and not ln.startswith("#"))}
-
-
-def total(values: dict[str, float], prefix: str) -> float:
-    return sum(v for k, v in values.items() if k.startswith(prefix))
 
 
 def tensor(name: str, values, datatype: str) -> grpcclient.InferInput:
@@ -65,9 +55,9 @@ def test_a_thousand_malformed_requests_each_get_a_clean_error(server, url):
     One request per stream, as the client library sends them: pipelining hundreds of failing
     requests on one stream aborts tritonserver 2.51 (gRPC `proto_buffer_writer.h` assertion,
     measured here), an embedded-server hazard the NGC 25.x image does not share."""
-    before = metrics(server.ports.metrics)
-    client = grpcclient.InferenceServerClient(url)
     sent = {"llm": 0, "asr": 0}
+    errors_before = {m: metric(server, "talkserve_request_errors_total", kind="invalid", model=m) for m in sent}
+    client = grpcclient.InferenceServerClient(url)
     start = time.monotonic()
     try:
         for _, (model, inputs, piece, refuser) in zip(range(1000), itertools.cycle(MALFORMED), strict=False):
@@ -87,10 +77,9 @@ def test_a_thousand_malformed_requests_each_get_a_clean_error(server, url):
         client.close()
     print(f"1000 malformed requests in {time.monotonic() - start:.1f}s")
     time.sleep(1)
-    after = metrics(server.ports.metrics)
     for model, n in sent.items():
-        key = f'talkserve_request_errors_total{{kind="invalid",model="{model}"}}'
-        assert after[key] - before.get(key, 0) == n, model
+        assert metric(server, "talkserve_request_errors_total", kind="invalid", model=model) \
+            - errors_before[model] == n, model
     with TalkClient(url) as c:
         assert c.is_ready()
         assert list(c.stream("Thanks.", "sample", max_new_tokens=6))  # and it still answers
@@ -101,7 +90,7 @@ def test_deadline_shorter_than_the_reply(server, url):
         list(client.stream("How does this work?", "sample", timeout=0.5))
     assert e.value.status == "DEADLINE_EXCEEDED"
     deadline = time.monotonic() + 30  # the cancelled reply's remaining steps are dropped or finish
-    while total(metrics(server.ports.metrics), "nv_inference_pending_request_count") > 0:
+    while metric(server, "nv_inference_pending_request_count") > 0:
         assert time.monotonic() < deadline, "requests still pending 30 s after the deadline"
         time.sleep(0.2)
 
@@ -113,17 +102,10 @@ def test_abandoning_a_stream_stops_the_server_work_within_two_seconds(server, ur
         reply = client.stream("How does this work?", "sample", conversation_id="abandon-1")
         next(reply)
         reply.close()  # the generator's finally: stop_stream(cancel_requests=True) + cancel
-        stopped = time.monotonic()
-    port = server.ports.metrics
-    while True:
-        m = metrics(port)
-        if total(m, "nv_inference_pending_request_count") == 0 and total(m, "talkserve_llm_generations_active") == 0:
-            break
-        assert time.monotonic() - stopped < 2.0, "server still busy 2 s after the stream was abandoned"
-        time.sleep(0.05)
-    frames = total(metrics(port), "talkserve_lipsync_frames_total")
+    wait_idle(server, 2.0)
+    frames = metric(server, "talkserve_lipsync_frames_total")
     time.sleep(1.0)
-    assert total(metrics(port), "talkserve_lipsync_frames_total") - frames <= 25  # no new sentence drawn
+    assert metric(server, "talkserve_lipsync_frames_total") - frames <= 25  # no new sentence drawn
 
 
 SOAK_SECONDS = 120

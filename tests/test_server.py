@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from helpers import metric
 
 from talkserve.avatars import AvatarStore
 from talkserve.client import TalkClient, TalkError, stream_error_status
@@ -38,18 +39,6 @@ def test_reply_streams_in_order_in_several_chunks(reply):
     assert seconds == sorted(seconds)
     # The first part is on screen long before the reply is complete.
     assert chunks[0].seconds < 0.5 * chunks[-1].seconds
-
-
-def metric(server, name: str, **labels: str) -> float:
-    """Sum of a metric's series (those with `labels`) on the server's Prometheus endpoint."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5) as r:
-        lines = r.read().decode().splitlines()
-    values = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + "{", name + " "))
-              and all(f'{k}="{v}"' in line for k, v in labels.items())]
-    assert values, f"{name} is not exported"
-    return sum(values)
 
 
 def test_first_chunk_arrives_while_the_llm_is_still_generating(server, url):

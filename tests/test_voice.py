@@ -6,11 +6,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from helpers import metric, wait_idle
 
 from talkserve.audio import write_wav
 from talkserve.avatars import AvatarStore
@@ -111,16 +111,6 @@ def test_bad_audio_is_invalid_argument(url, case):
         assert client.is_ready()
 
 
-def metrics_text(server) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def metric_sum(server, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text(server).splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
-
-
 class Collector(threading.Thread):
     """Streams one reply on its own client, recording (arrival time, chunk)."""
 
@@ -140,17 +130,6 @@ class Collector(threading.Thread):
         self.first.set()
 
 
-def wait_idle(server, timeout: float) -> float:
-    """Seconds until no request is pending or executing in any model (fails after `timeout`)."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if metric_sum(server, "nv_inference_pending_request_count") == 0 and \
-                metric_sum(server, "talkserve_llm_generations_active") == 0:
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"server still busy {timeout}s after the cancel")
-
-
 LONG_QUESTION = "How does this work?"  # three long sentences: several seconds of video
 
 
@@ -163,7 +142,7 @@ def test_cancel_stops_the_reply_on_the_server(server, url):
     with TalkClient(url) as client:
         client.cancel("barge-1")
     acked = time.monotonic()
-    frames_at_ack = metric_sum(server, "talkserve_lipsync_frames_total")
+    frames_at_ack = metric(server, "talkserve_lipsync_frames_total")
     idle_after = wait_idle(server, 2.0)
     stream.join(5)
     assert stream.ended_at is not None and stream.ended_at - acked < 2.0
@@ -172,7 +151,7 @@ def test_cancel_stops_the_reply_on_the_server(server, url):
     assert len(late) <= 1 and all(c.index == stream.got[0][1].index for c in late)
     assert len(stream.got) < len(full.got)
     time.sleep(1.0)
-    assert metric_sum(server, "talkserve_lipsync_frames_total") - frames_at_ack <= 25  # work stopped
+    assert metric(server, "talkserve_lipsync_frames_total") - frames_at_ack <= 25  # work stopped
     print(f"cancel → idle in {idle_after:.2f}s, stream ended {stream.ended_at - acked:.2f}s after the ack, "
           f"{len(late)} part(s) after it; {len(stream.got)}/{len(full.got)} chunks streamed")
 
