@@ -1,4 +1,4 @@
-"""`talkserve` command line: build, serve, say, avatar, demo, train-llm."""
+"""`talkserve` command line: build, serve, drain, health, say, converse, avatar, demo, up, train-llm."""
 
 from __future__ import annotations
 
@@ -77,12 +77,14 @@ def build_cmd(
 def serve(
     repository: Annotated[Path, typer.Option(help="Model repository to serve")] = DEFAULT_OUTPUT / "current",
     grpc_port: int = 8001, http_port: int = 8000, metrics_port: int = 8002,
-    exit_timeout: Annotated[int, typer.Option(help="Seconds to drain in-flight requests on SIGTERM")] = 30,
+    exit_timeout: Annotated[int, typer.Option(
+        help="Seconds to let replies in flight finish on SIGTERM (new ones get UNAVAILABLE)")] = 30,
     health_interval: Annotated[float, typer.Option(
         help="Seconds between checks that every python stub lives; a dead one restarts the server")] = 10.0,
 ) -> None:
-    """Run the embedded tritonserver on a repository until SIGTERM/SIGINT; restart it when a python
-    model's stub dies (Triton 2.51 neither restarts the stub nor stops calling itself ready)."""
+    """Run the embedded tritonserver on a repository until SIGTERM/SIGINT, then drain: replies in
+    flight finish, new ones get UNAVAILABLE. Restart it when a python model's stub dies (Triton 2.51
+    neither restarts the stub nor stops calling itself ready)."""
     from talkserve.health import live_stubs, python_instances
     from talkserve.serve import Ports, Server, ServerError
 
@@ -115,8 +117,30 @@ def serve(
                 fail(f"restart failed: {e}")
             typer.echo("ready again")
         next_check = time.monotonic() + health_interval
-    code = server.stop()
+    if server.proc.poll() is None:
+        typer.echo("draining: replies in flight finish, new requests get UNAVAILABLE")
+    code = server.shutdown()
     raise typer.Exit(code or 0)
+
+
+@app.command()
+def drain(
+    metrics_url: Annotated[str, typer.Option(help="Triton's metrics endpoint")] = "http://127.0.0.1:8002/metrics",
+    server_pid: Annotated[int | None, typer.Option(help="tritonserver's pid; default: the one running here")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for replies in flight")] = 30.0,
+) -> None:
+    """Before stopping tritonserver (a k8s preStop hook): refuse new replies with UNAVAILABLE, fail
+    the readiness probe, and wait until the replies in flight have finished (exit 1 on timeout)."""
+    from talkserve.drain import drain as run
+    from talkserve.health import server_pid as find
+
+    try:
+        done = run(server_pid or find(), metrics_url, timeout)
+    except (RuntimeError, OSError) as e:
+        fail(str(e))
+    if not done:
+        fail(f"replies still in flight after {timeout:.0f}s")
+    typer.echo("drained")
 
 
 EMOTION_HELP = "neutral, happy, sad, angry or surprised (prompt, voice and portrait)"

@@ -25,6 +25,8 @@ import tritonclient.grpc as grpcclient
 from prometheus_client import Counter, Histogram
 from tritonclient.utils import InferenceServerException
 
+from talkserve.drain import MESSAGE as DRAINING
+
 MODEL = "talking_head"
 VOICE_MODEL = "talking_head_voice"
 # Ask Triton to end a failed stream with a real gRPC status. Off by default: tritonserver 2.51 (the
@@ -103,10 +105,14 @@ _INVALID_ARG = re.compile(
 
 
 def stream_error_status(e: InferenceServerException) -> str:
-    """gRPC status name of a stream error, restoring INVALID_ARGUMENT where the transport dropped it."""
+    """gRPC status name of a stream error, restoring INVALID_ARGUMENT and UNAVAILABLE (a draining
+    server, retried) where the transport dropped it."""
     if e.status():
         return e.status().removeprefix("StatusCode.")
-    return "INVALID_ARGUMENT" if _INVALID_ARG.search(e.message() or "") else "UNKNOWN"
+    message = e.message() or ""
+    if DRAINING in message:
+        return "UNAVAILABLE"
+    return "INVALID_ARGUMENT" if _INVALID_ARG.search(message) else "UNKNOWN"
 
 
 def _error(e: InferenceServerException) -> TalkError:

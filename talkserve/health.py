@@ -13,6 +13,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from talkserve.drain import is_draining
+
 STUB = "triton_python_backend_stub"
 
 
@@ -63,6 +65,9 @@ def problems(url: str, repository: Path, parent: int | None = None, timeout: flo
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    pid = parent or server_pid()
+    if is_draining(pid):  # shutting down: new replies are refused, so take no traffic
+        return ["server is draining for shutdown"]
     found = []
     client = grpcclient.InferenceServerClient(url)
     try:
@@ -76,6 +81,6 @@ def problems(url: str, repository: Path, parent: int | None = None, timeout: flo
         return [f"server does not answer: {e.message()}"]
     finally:
         client.close()
-    missing = python_instances(repository) - live_stubs(parent or server_pid())
+    missing = python_instances(repository) - live_stubs(pid)
     found += [f"python stub {name} is not running (Triton does not restart it)" for name in sorted(missing)]
     return found

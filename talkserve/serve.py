@@ -143,15 +143,36 @@ class Server:
             time.sleep(0.5)
         return self
 
-    def stop(self) -> int | None:
+    def stop(self, wait: float | None = None) -> int | None:
+        """SIGTERM, then SIGKILL after `wait` seconds (default: Triton's exit timeout + 15).
+
+        Triton 2.51 cuts streaming replies on SIGTERM: call `drain` first to let them finish."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)  # Triton drains in-flight requests, then exits
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(self.exit_timeout + 15)
+            return self.proc.wait(self.exit_timeout + 15 if wait is None else wait)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new replies and wait up to `timeout` s for those in flight (talkserve.drain)."""
+        from talkserve.drain import drain
+
+        return drain(self.proc.pid, f"http://127.0.0.1:{self.ports.metrics}/metrics", timeout)
+
+    def shutdown(self) -> int | None:
+        """Drain, then stop — all within the exit timeout (plus a few seconds to exit)."""
+        from talkserve.drain import clear
+
+        if self.proc is None or self.proc.poll() is not None:
+            return self.stop()
+        start = time.monotonic()
+        self.drain(self.exit_timeout)
+        code = self.stop(wait=max(5.0, self.exit_timeout - (time.monotonic() - start)))
+        clear(self.proc.pid)
+        return code
 
     def __enter__(self) -> Server:
         return self.start()

@@ -23,14 +23,16 @@ NO_TURN = ""  # requests without a conversation_id cannot be superseded
 IDLE_SECONDS = 3600  # a conversation untouched this long is forgotten
 
 
-def default_dir() -> Path:
+def server_scratch(kind: str, server_pid: int | None = None) -> Path:
+    """A path private to one tritonserver process, shared by its python stubs (whose parent it is)
+    and by `talkserve` commands that know its pid; in /dev/shm when there is one."""
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    return base / f"talkserve-turns-{os.getppid()}"  # the stubs' parent: this tritonserver
+    return base / f"talkserve-{kind}-{server_pid or os.getppid()}"
 
 
 class Turns:
     def __init__(self, root: Path | None = None):
-        self.root = root or default_dir()
+        self.root = root or server_scratch("turns")
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _file(self, conversation: str) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -25,3 +27,27 @@ def wait_idle(server, timeout: float) -> float:
             return time.monotonic() - start
         time.sleep(0.05)
     raise AssertionError(f"server still busy {timeout}s later")
+
+
+def start_serve(repository, ports, *options: str) -> subprocess.Popen:
+    """`talkserve serve` as a subprocess on `ports`, returned once Triton answers ready."""
+    from talkserve.serve import is_ready
+
+    serve = subprocess.Popen([sys.executable, "-m", "talkserve.cli", "serve", "--repository", str(repository),
+                              "--grpc-port", str(ports.grpc), "--http-port", str(ports.http),
+                              "--metrics-port", str(ports.metrics), *options],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not is_ready(ports):
+        if serve.poll() is not None or time.monotonic() > deadline:
+            serve.kill()
+            raise AssertionError(f"talkserve serve did not become ready: {serve.communicate()[0][-2000:]}")
+        time.sleep(0.5)
+    return serve
+
+
+def triton_under(serve: subprocess.Popen) -> int:
+    """The tritonserver process `talkserve serve` runs."""
+    from talkserve.health import processes
+
+    return next(p for p, ppid, argv in processes() if ppid == serve.pid and argv and "tritonserver" in argv[0])

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+from helpers import start_serve, triton_under
 
 from talkserve.health import live_stubs, problems, processes, python_instances
 
@@ -52,16 +53,9 @@ def test_serve_restarts_the_server_when_a_stub_dies(built, tmp_path):
 
     _, current = built
     ports = Ports.free()
-    serve = subprocess.Popen([sys.executable, "-m", "talkserve.cli", "serve", "--repository", str(current),
-                              "--grpc-port", str(ports.grpc), "--http-port", str(ports.http),
-                              "--metrics-port", str(ports.metrics), "--health-interval", "1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve = start_serve(current, ports, "--health-interval", "1")
     try:
-        deadline = time.monotonic() + 300
-        while not is_ready(ports):
-            assert serve.poll() is None and time.monotonic() < deadline
-            time.sleep(0.5)
-        triton = next(p for p, ppid, argv in processes() if ppid == serve.pid and argv and "tritonserver" in argv[0])
+        triton = triton_under(serve)
         stub = next(p for p, ppid, argv in processes() if ppid == triton and "tts_0_0" in argv)
         os.kill(stub, signal.SIGKILL)
         deadline = time.monotonic() + 120

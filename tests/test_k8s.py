@@ -86,7 +86,9 @@ def test_deployment_keeps_the_ops_promises(rendered):
     overlay, docs = rendered
     pod, c = container(docs)
     # drain: the grace period outlasts preStop plus Triton's own drain
-    prestop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+    hook = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[:2] == ["talkserve", "drain"]  # Triton 2.51's SIGTERM alone cuts streams
+    prestop = int(hook[hook.index("--timeout") + 1])
     assert pod["terminationGracePeriodSeconds"] > prestop + int(flag(c["args"], "exit-timeout-secs"))
     assert {p["name"] for p in c["ports"]} == {"grpc", "http", "metrics"}
     assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import itertools
 import queue
+import signal
 import threading
 import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from helpers import metric, wait_idle
+from helpers import metric, start_serve, triton_under, wait_idle
 
 from talkserve.client import TalkClient, TalkError, stream_error_status
 
@@ -148,3 +149,59 @@ def test_eight_streams_for_two_minutes(server, url):
         t.join(SOAK_SECONDS + 600)
     print(f"soak: {len(replies)} replies on 8 streams in {SOAK_SECONDS}s, {len(failures)} failures")
     assert not failures and len(replies) >= 8 and all(replies)
+
+
+def test_sigterm_lets_replies_in_flight_finish_and_refuses_new_ones(built):
+    """`talkserve serve` on SIGTERM: the reply under way streams to its end (the same reply as before),
+    a new request gets UNAVAILABLE (which clients retry elsewhere), the readiness probe fails, and the
+    process exits 0 within the exit timeout. Triton 2.51's own SIGTERM would cut the stream."""
+    from talkserve.client import NO_RETRY
+    from talkserve.drain import is_draining
+    from talkserve.health import problems
+    from talkserve.serve import Ports
+
+    _, current = built
+    ports, exit_timeout = Ports.free(), 30
+    serve = start_serve(current, ports, "--exit-timeout", str(exit_timeout))
+    url, question = f"127.0.0.1:{ports.grpc}", "Tell me a joke."
+    try:
+        triton = triton_under(serve)
+        with TalkClient(url) as client:
+            reference = [(c.index, c.text) for c in client.stream(question, "sample")]
+        chunks, failure, first = [], [], threading.Event()
+
+        def in_flight():
+            try:
+                with TalkClient(url, retry=NO_RETRY) as client:
+                    for c in client.stream(question, "sample"):
+                        chunks.append(c)
+                        first.set()
+            except TalkError as e:
+                failure.append(e)
+                first.set()
+
+        reply = threading.Thread(target=in_flight)
+        reply.start()
+        assert first.wait(120) and not failure, failure
+        serve.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        while not is_draining(triton):
+            assert time.monotonic() - signalled < 5, "serve did not start draining"
+            time.sleep(0.05)
+        assert problems(url, current, triton) == ["server is draining for shutdown"]
+        with TalkClient(url, retry=NO_RETRY) as client, pytest.raises(TalkError) as refused:
+            list(client.stream("Hello!", "sample"))
+        assert refused.value.status == "UNAVAILABLE", refused.value
+        reply.join(120)
+        code = serve.wait(exit_timeout + 10)
+        stopped = time.monotonic() - signalled
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    # the same sentences as the undisturbed reply (part counts vary: the voice samples its durations)
+    assert not failure and complete_and_in_order(chunks), failure
+    assert sorted({(c.index, c.text) for c in chunks}) == sorted(set(reference))
+    assert code == 0, serve.communicate()[0][-2000:]
+    assert stopped < exit_timeout + 5, f"exited {stopped:.1f}s after SIGTERM"
+    print(f"SIGTERM → exit in {stopped:.1f}s; the reply in flight finished ({len(chunks)} chunks)")
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from talkserve.drain import Draining
 from talkserve.text import RequestError
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -44,9 +46,12 @@ class Metrics:
         # Triton 2.51 counts none of a python model's error responses in nv_inference_request_failure
         # (measured: bad input, core dtype rejections and cancellations all left it at 0), so the
         # failure-ratio alert reads this.
-        self.errors = self.counters_by("talkserve_request_errors_total",
-                                       "Requests answered with an error, by kind (invalid input or internal)",
-                                       "kind", ["invalid", "internal"])
+        self.errors = self.counters_by(
+            "talkserve_request_errors_total",
+            "Requests answered with an error, by kind (invalid input, internal, refused while draining)",
+            "kind", ["invalid", "internal", "unavailable"])
+        # What `talkserve drain` waits for (with Triton's pending count) before the server stops.
+        self.executing = self.gauge("talkserve_requests_executing", "Requests this model is executing now")
 
     def _family(self, name: str, description: str, kind):
         family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
@@ -94,13 +99,28 @@ def bls(model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[s
 
 
 def error_response(err: Exception, metrics: Metrics | None = None) -> pb_utils.InferenceResponse:
-    """RequestError → INVALID_ARGUMENT naming the field; anything else → INTERNAL (counted by kind)."""
-    invalid = isinstance(err, RequestError)
+    """RequestError → INVALID_ARGUMENT naming the field, Draining → UNAVAILABLE (the client retries
+    elsewhere); anything else → INTERNAL. Counted by kind."""
+    kind, code, message = "internal", pb_utils.TritonError.INTERNAL, f"{type(err).__name__}: {err}"
+    if isinstance(err, RequestError):
+        kind, code, message = "invalid", pb_utils.TritonError.INVALID_ARG, str(err)
+    elif isinstance(err, Draining):
+        kind, code, message = "unavailable", pb_utils.TritonError.UNAVAILABLE, str(err)
     if metrics is not None:
-        metrics.errors["invalid" if invalid else "internal"].increment(1)
-    if invalid:
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG))
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(err).__name__}: {err}"))
+        metrics.errors[kind].increment(1)
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+@contextlib.contextmanager
+def executing(metrics: Metrics | None):
+    if metrics is None:
+        yield
+        return
+    metrics.executing.increment(1)
+    try:
+        yield
+    finally:
+        metrics.executing.increment(-1)
 
 
 def run_each(requests, handle, metrics: Metrics | None = None) -> list:
@@ -108,7 +128,8 @@ def run_each(requests, handle, metrics: Metrics | None = None) -> list:
     responses = []
     for request in requests:
         try:
-            responses.append(pb_utils.InferenceResponse(output_tensors=handle(request)))
+            with executing(metrics):
+                responses.append(pb_utils.InferenceResponse(output_tensors=handle(request)))
         except Exception as e:  # every error must reach its own request, not fail the batch
             responses.append(error_response(e, metrics))
     return responses
@@ -120,7 +141,8 @@ def stream_each(requests, handle, metrics: Metrics | None = None) -> None:
     for request in requests:
         sender = request.get_response_sender()
         try:
-            handle(request, sender)
+            with executing(metrics):
+                handle(request, sender)
         except Exception as e:  # the client must get the error, not a stream that never ends
             sender.send(error_response(e, metrics), flags=FINAL)
             continue

@@ -10,6 +10,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve.asr import Transcriber, VoiceActivity, check_audio
+from talkserve.drain import refuse_if_draining
 from talkserve.serving.triton import Metrics, ModelArgs, optional_input, run_each
 from talkserve.text import RequestError
 
@@ -32,6 +33,7 @@ class TritonPythonModel:
 
     def _run(self, request):
         start = time.time()
+        refuse_if_draining()  # the voice ensemble's entry
         try:
             rate = int(optional_input(request, "sample_rate").reshape(-1)[0])
             audio = check_audio(optional_input(request, "audio"), rate, self.max_seconds)

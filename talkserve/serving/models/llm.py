@@ -13,6 +13,7 @@ import triton_python_backend_utils as pb_utils
 from transformers import AutoTokenizer
 
 from talkserve.avatars import AvatarStore
+from talkserve.drain import refuse_if_draining
 from talkserve.emotion import parse_emotion, style
 from talkserve.generate import stream_sentences
 from talkserve.models.llm import KVLayout
@@ -70,6 +71,8 @@ class TritonPythonModel:
         # Wall clock: lipsync, another process, measures time to first chunk from it. The voice
         # ensemble starts the clock in `asr`, before recognition.
         given = optional_input(request, "started_at")
+        if given is None:  # this ensemble's entry (in the voice one, asr already took the reply on)
+            refuse_if_draining()
         start = time.time() if given is None else float(given.reshape(-1)[0])
         try:
             text, avatar_id, max_new_tokens, emotion, conversation = self._validate(request)
