@@ -54,7 +54,8 @@ audio = pad_to_frames(tts.synthesize(reply), tts.sample_rate, 25)
 def gen(mel, face):
     with torch.no_grad():
         return w2l(torch.from_numpy(mel), torch.from_numpy(face)).numpy()
-parts = list(animate(audio, tts.sample_rate, avatar, gen, 25, 10**9, 25))
+# Wav2Lip's inference.py batches 128 frames (--wav2lip_batch_size)
+parts = list(animate(audio, tts.sample_rate, avatar, gen, 25, 128, 128))
 writer = Mp4Writer(out)
 for p in parts:
     writer.add(p.frames, p.audio, tts.sample_rate)
