@@ -42,12 +42,12 @@ def db_path(db: Path | None) -> Path:
     return db or talkserve_home() / "avatars.db"
 
 
-def do_build(recipe: Recipe, output: Path) -> Path:
+def do_build(recipe: Recipe, output: Path, steps: list | None = None) -> Path:
     from talkserve.repository import build
     from talkserve.targets.cpu import STEPS
 
     start = time.monotonic()
-    current = build(recipe, output, STEPS, progress=lambda s: typer.echo(f"  · {s}"))
+    current = build(recipe, output, steps or STEPS, progress=lambda s: typer.echo(f"  · {s}"))
     report = current / "compression_report.md"
     if report.is_file():
         typer.echo(report.read_text(encoding="utf-8"))
@@ -62,15 +62,57 @@ def build_cmd(
     output: Annotated[Path, typer.Option(help="Repository root; Triton serves <output>/current")] = DEFAULT_OUTPUT,
     accept_failed_gates: Annotated[bool, typer.Option(
         help="Publish even if a quality gate fails (recorded in the report and manifest)")] = False,
+    target: Annotated[str | None, typer.Option(
+        help="cpu (ONNX Runtime) or gpu (TensorRT engines for this node's GPU); default: the recipe's")] = None,
 ) -> None:
     """Compress (per the recipe), export, validate and package every model into a Triton model repository."""
+    from talkserve.targets.gpu import GPUTargetError, gpu_steps, require_gpu_build
+
     resolved = resolve_recipe(recipe)
+    if target not in (None, "cpu", "gpu"):
+        fail(f"--target {target!r}: choose cpu or gpu", 2)
+    resolved.target = target or resolved.target
     if accept_failed_gates:
         resolved.compress.accept_failed_gates = True
+    steps = None
+    if resolved.target == "gpu":
+        try:  # before any work: minutes of compression must not end in "no GPU"
+            steps = gpu_steps(require_gpu_build())
+        except GPUTargetError as e:
+            fail(str(e))
     try:
-        do_build(resolved, output)
+        do_build(resolved, output, steps)
     except (ValueError, RuntimeError, OSError) as e:
         fail(f"build failed, previous repository untouched: {e}")
+
+
+@app.command()
+def engines(
+    output: Annotated[Path, typer.Option(help="Repository root holding `current`")] = DEFAULT_OUTPUT,
+    check: Annotated[bool, typer.Option(
+        help="Only check that this node's GPU has a plan for every engine (exit 1 if not)")] = False,
+) -> None:
+    """Add TensorRT engines for this node's GPU to the published repository (one repository, mixed
+    GPU pool: run it once on a node of each architecture). Publishes a new release atomically."""
+    from talkserve.recipe import load_recipe
+    from talkserve.targets.gpu import GPUTargetError, add_engine_steps, node_problems, require_gpu_build
+
+    if check:
+        problems = node_problems(output / "current")
+        if problems:
+            fail("; ".join(problems))
+        typer.echo("every engine has a plan for this node")
+        return
+    try:
+        gpu = require_gpu_build()
+        recipe = load_recipe(output / "current" / "talkserve_recipe.yaml")
+    except (GPUTargetError, RecipeError) as e:
+        fail(str(e))
+    recipe.target = "gpu"
+    try:
+        do_build(recipe, output, add_engine_steps(output, gpu))
+    except (ValueError, RuntimeError, OSError) as e:
+        fail(f"adding engines failed, previous repository untouched: {e}")
 
 
 @app.command()
@@ -199,9 +241,13 @@ def up(
     db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None,
 ) -> None:
     """Run the serving image locally with Docker, the repository and avatars mounted read-only."""
+    from talkserve.targets.gpu import node_problems
     from talkserve.up import container_spec, has_gpu
     from talkserve.up import up as start
 
+    problems = node_problems(repository / "current") if (repository / "current").is_dir() else []
+    if problems:
+        fail("; ".join(problems))
     try:
         spec = container_spec(repository, db_path(db), image, has_gpu() if gpu is None else gpu)
         container = start(spec)

@@ -109,9 +109,33 @@ class ServingRecipe(Strict):
         return (self.avatar_db or talkserve_home() / "avatars.db").absolute()
 
 
+class GPURecipe(Strict):
+    """TensorRT engines (`--target gpu`); the optimization profiles come from these limits."""
+
+    fp16_float_layers: bool = Field(
+        True, description="Layers the INT8 step kept in float (and every layer of a float build) run in FP16")
+    workspace_gib: float = Field(4.0, gt=0, description="TensorRT builder workspace (GiB); a 3060 has 12")
+    timing_cache: Path | None = Field(
+        None, description="TensorRT timing cache, reused across builds; null = $TALKSERVE_HOME/trt-timing.cache")
+    max_prompt_tokens: int = Field(512, ge=1, description="Longest prompt the LLM decoder engine prefills at once")
+    max_context_tokens: int = Field(1024, ge=2, description="Longest prompt + reply the LLM decoder engine takes")
+    opt_context_tokens: int = Field(160, ge=2, description="Context length the LLM decoder engine is tuned for")
+    max_sentence_seconds: float = Field(
+        20.0, gt=0, description="Longest sentence of speech: the vocoder's and acoustic model's mel-length limit")
+    max_symbols: int = Field(400, ge=1, description="Longest sentence in phoneme symbols (FastSpeech2 acoustic)")
+    wav2lip_max_batch: int = Field(
+        64, ge=1, description="Frames per Wav2Lip engine call; the dynamic batcher joins parts of several streams")
+    max_queue_delay_us: int = Field(2000, ge=0, description="How long Wav2Lip's dynamic batcher waits to fill a batch")
+    instances: int = Field(1, ge=1, description="Engine instances per model on the GPU")
+    tolerance: dict[str, float] = Field(
+        default_factory=lambda: {"wav2lip": 0.05, "llm_decoder": 0.5, "vocoder": 0.05, "tts_acoustic": 0.25},
+        description="Max |engine − ONNX Runtime| per model on the validation inputs (INT8/FP16 vs the ONNX)")
+
+
 class Recipe(Strict):
     name: str = Field("fp32", description="Build name, recorded in the repository")
-    target: Literal["cpu"] = Field("cpu", description="cpu: ONNX Runtime inside python models")
+    target: Literal["cpu", "gpu"] = Field(
+        "cpu", description="cpu: ONNX Runtime inside python models; gpu: TensorRT engines (built on the GPU node)")
     llm: LLMRecipe = Field(default_factory=LLMRecipe, description="Language model")
     asr: ASRRecipe = Field(default_factory=ASRRecipe, description="Speech recognition front (voice in)")
     tts: TTSRecipe = Field(default_factory=TTSRecipe, description="Text to speech")
@@ -119,6 +143,7 @@ class Recipe(Strict):
     video: VideoRecipe = Field(default_factory=VideoRecipe, description="Video stream")
     serving: ServingRecipe = Field(default_factory=ServingRecipe, description="Request limits, paths")
     compress: CompressRecipe = Field(default_factory=CompressRecipe, description="Prune, distill, INT8, gates")
+    gpu: GPURecipe = Field(default_factory=GPURecipe, description="TensorRT engines for --target gpu")
 
 
 class RecipeError(ValueError):

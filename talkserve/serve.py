@@ -125,6 +125,12 @@ class Server:
         repo = Path(self.repository).resolve()
         if not repo.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist (run `talkserve build`)")
+        from talkserve.targets.gpu import has_engines
+
+        if has_engines(repo):
+            raise ServerError(f"{self.repository} holds TensorRT engines (built with --target gpu); the embedded "
+                              "tritonserver has only the python backend: serve it with the NGC image "
+                              "(`talkserve up`, or k8s/) on a GPU it has plans for")
         cache = Path(os.environ.get("TALKSERVE_CACHE", Path.home() / ".cache" / "talkserve"))
         cmd = command(repo, self.ports, backend_dir(cache), self.exit_timeout)
         if self.log:

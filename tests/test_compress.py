@@ -156,6 +156,9 @@ def test_pruned_int8_vocoder_has_qdq_and_holds_its_gate(data, tmp_path):
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in trt.graph.initializer}
     zps = [inits[n.input[2]] for n in trt.graph.node if n.op_type == "QuantizeLinear"]
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    # every dequantized weight is INT8: TensorRT's parser rejects INT32 (quantized bias) DQ inputs
+    dq_weights = [inits[n.input[0]] for n in trt.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert dq_weights and all(w.dtype == np.int8 for w in dq_weights)
     assert has_qdq(tmp_path / report.served)
     assert not failed(report.gates) and report.after.bytes < 0.8 * report.before.bytes  # tiny: Q/DQ scales weigh in
     assert [s["ratio"] for s in report.prune_steps] == [0.3]

@@ -111,16 +111,24 @@ def test_deployment_keeps_the_ops_promises(rendered):
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     # GPU pools get their card (and only their card); the CPU pool asks for none
     gpus = c["resources"]["limits"].get("nvidia.com/gpu")
+    job_pod, job = container(docs, "Job")
     if overlay == "cpu":
         assert gpus is None and "tolerations" not in pod and "affinity" not in pod
+        assert "--target" not in job["command"] and "initContainers" not in pod
     else:
+        # TensorRT engines built on the pool's card, in the image whose TensorRT matches the server's;
+        # pods check the node's GPU has a plan for every engine before Triton starts
+        assert job["command"][job["command"].index("--target") + 1] == "gpu"
+        assert job["image"].startswith("ghcr.io/talkserve/talkserve-build:")
+        check = pod["initContainers"][0]
+        assert check["command"][:3] == ["talkserve", "engines", "--check"]
+        assert check["securityContext"]["readOnlyRootFilesystem"] and check["resources"]["limits"]["nvidia.com/gpu"]
         assert gpus == 1
         terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         labels = {e["key"]: e["values"] for e in terms["nodeSelectorTerms"][0]["matchExpressions"]}
         cc = {"rtx3060": "6", "rtx4090": "9"}[overlay]
         assert labels["nvidia.com/gpu.compute.major"] == ["8"] and labels["nvidia.com/gpu.compute.minor"] == [cc]
         assert labels["nvidia.com/gpu.product"][0].endswith(overlay[3:])
-        job_pod, _ = container(docs, "Job")
         assert job_pod["affinity"] == pod["affinity"]  # engines are built on the card they serve
 
 
@@ -163,12 +171,13 @@ def hadolint(dockerfile: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(binary), "-"], input=dockerfile, capture_output=True, text=True)
 
 
-def test_dockerfile_is_hadolint_clean_and_runs_as_non_root():
-    text = (ROOT / "k8s" / "images" / "Dockerfile").read_text()
+@pytest.mark.parametrize("name, base_image", [("Dockerfile", "tritonserver"), ("Dockerfile.build", "pytorch")])
+def test_dockerfiles_are_hadolint_clean_and_run_as_non_root(name, base_image):
+    text = (ROOT / "k8s" / "images" / name).read_text()
     run = hadolint(text)
     assert run.returncode == 0, run.stdout
     base = next(ln.split()[1] for ln in text.splitlines() if ln.startswith("FROM "))
-    assert base.startswith("nvcr.io/nvidia/tritonserver:") and int(base.split(":")[1].split(".")[0]) >= 25
+    assert base.startswith(f"nvcr.io/nvidia/{base_image}:") and int(base.split(":")[1].split(".")[0]) >= 25
     assert "USER 10001" in text
     assert hadolint("FROM ubuntu\nRUN apt-get install curl\n").returncode != 0  # the linter does lint
 

@@ -1,8 +1,9 @@
 """INT8 with calibration into explicit Q/DQ ONNX, a sensitivity sweep, and the fastest CPU form.
 
 One calibration (ONNX Runtime's calibrator, ranges cached to JSON) feeds every artefact:
-- `model.qdq_s8.onnx` — symmetric s8 activations and per-channel s8 weights in explicit
-  QuantizeLinear/DequantizeLinear pairs: what a strongly typed TensorRT build consumes.
+- `model.tensorrt.onnx` (installed as `<model>.qdq_s8.onnx`) — symmetric s8 activations and
+  per-channel s8 weights in explicit QuantizeLinear/DequantizeLinear pairs, biases float: what a
+  strongly typed TensorRT build consumes.
 - the CPU form served by ONNX Runtime: u8-activation Q/DQ, s8 Q/DQ or dynamic quantization,
   whichever passes the gates and runs fastest here (measured, not assumed).
 Layer groups that INT8 damages most stay in float: when fully quantized fails its gates, each group
@@ -115,7 +116,7 @@ class _Writer:
                              op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude,
                              nodes_to_quantize=self.nodes(only) if only else None)
             return out
-        s8 = form == "qdq_s8"
+        s8 = form in ("qdq_s8", "tensorrt")
         quantize_static(
             str(self.pre), str(out), _Reader(self.feeds[: self.cfg.calibration_batches]),
             quant_format=QuantFormat.QDQ, per_channel=self.cfg.per_channel,
@@ -123,7 +124,10 @@ class _Writer:
             calibrate_method=METHODS[self.cfg.calibration], op_types_to_quantize=list(QUANTIZABLE),
             nodes_to_exclude=exclude, nodes_to_quantize=self.nodes(only) if only else None,
             calibration_cache_path=self.cache,
-            extra_options={"ActivationSymmetric": s8, "WeightSymmetric": True},
+            # TensorRT's ONNX parser rejects a DequantizeLinear of an INT32 bias (onnx-tensorrt #850):
+            # the TensorRT file keeps biases float (TensorRT folds them into the INT8 kernel itself).
+            # The s8 form that ONNX Runtime evaluates in the gates and the sweep keeps them INT32.
+            extra_options={"ActivationSymmetric": s8, "WeightSymmetric": True, "QuantizeBias": form != "tensorrt"},
         )
         return out
 
@@ -155,12 +159,12 @@ def choose_float_groups(writer: _Writer, evaluate: Evaluate, cfg: QuantizeConfig
 
 def quantize(model: Path, out_dir: Path, feeds: Feeds, cfg: QuantizeConfig, evaluate: Evaluate,
              latency: Latency) -> QuantizeResult:
-    """Calibrate once, sweep sensitivity, write `model.qdq_s8.onnx` and the fastest passing CPU form."""
+    """Calibrate once, sweep sensitivity, write `model.tensorrt.onnx` and the fastest passing CPU form."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="talkserve-quant-") as tmp:
         writer = _Writer(model, feeds, cfg, Path(tmp))
         kept, scores = choose_float_groups(writer, evaluate, cfg)
-        trt = writer.write("qdq_s8", kept)
+        trt = writer.write("tensorrt", kept)
         forms = {}
         for form in cfg.cpu_forms:
             path = writer.write(form, kept)
@@ -172,10 +176,10 @@ def quantize(model: Path, out_dir: Path, feeds: Feeds, cfg: QuantizeConfig, eval
         real = [f for f in forms if forms[f]["quantized"]] or list(forms)
         passing = [f for f in real if forms[f]["passed"]] or real  # none passes: report the fastest
         best = min(passing, key=lambda f: forms[f]["latency_s"])
-        shutil.copyfile(trt, out_dir / "model.qdq_s8.onnx")
+        shutil.copyfile(trt, out_dir / "model.tensorrt.onnx")  # not model.qdq_s8: a served CPU form may be that
         shutil.copyfile(forms[best]["path"], out_dir / f"model.{best}.onnx")
         return QuantizeResult(
-            trt=out_dir / "model.qdq_s8.onnx", cpu=out_dir / f"model.{best}.onnx", cpu_form=best,
+            trt=out_dir / "model.tensorrt.onnx", cpu=out_dir / f"model.{best}.onnx", cpu_form=best,
             float_groups=kept, sensitivity=scores, gates=forms[best]["gates"],
             forms={f: {"latency_s": v["latency_s"], "passed": v["passed"], "quantized": v["quantized"]}
                    for f, v in forms.items()},

@@ -11,6 +11,7 @@ durations, which exports to ONNX as plain Range/compare/MatMul ops.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -180,13 +181,12 @@ def save_fastspeech2(model: FastSpeech2, path: str | Path) -> None:
 class FastSpeech2TTS:
     """Served form: acoustic ONNX → HiFi-GAN ONNX, text → mono float32 speech at `sample_rate`."""
 
-    def __init__(self, acoustic: str | Path, vocoder: str | Path, sample_rate: int = 22050, threads: int = 0):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.acoustic = ort.InferenceSession(str(acoustic), opts, providers=["CPUExecutionProvider"])
-        self.vocoder = ort.InferenceSession(str(vocoder), opts, providers=["CPUExecutionProvider"])
+    def __init__(self, acoustic: str | Path | Runner, vocoder: str | Path | Runner, sample_rate: int = 22050,
+                 threads: int = 0):
+        """Each model: an ONNX file run here by ONNX Runtime, or a callable feeds → outputs (the GPU
+        target passes BLS calls to its TensorRT engines)."""
+        self.acoustic = acoustic if callable(acoustic) else _onnx_runner(acoustic, threads)
+        self.vocoder = vocoder if callable(vocoder) else _onnx_runner(vocoder, threads)
         self.sample_rate = sample_rate
 
     def synthesize(self, text: str, style=None):
@@ -198,7 +198,19 @@ class FastSpeech2TTS:
         ids = text_to_ids(text)
         if not ids:
             return np.zeros(0, np.float32)
-        mel, _ = self.acoustic.run(None, {"symbols": np.asarray([ids], np.int64)})
+        mel = self.acoustic({"symbols": np.asarray([ids], np.int64)})[0]
         if style is not None:
             mel = shift_mel(mel, style)
-        return self.vocoder.run(None, {"mel": mel})[0].reshape(-1).astype(np.float32)
+        return self.vocoder({"mel": mel})[0].reshape(-1).astype(np.float32)
+
+
+Runner = Callable[[dict], list]  # feeds → outputs in the model's order
+
+
+def _onnx_runner(path: str | Path, threads: int) -> Runner:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)

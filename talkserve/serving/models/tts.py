@@ -12,7 +12,7 @@ from talkserve.audio import pad_to_frames
 from talkserve.emotion import parse_emotion, style
 from talkserve.models.fastspeech2 import FastSpeech2TTS
 from talkserve.models.piper_tts import PiperTTS
-from talkserve.serving.triton import Metrics, ModelArgs, run_each, scalar_bytes
+from talkserve.serving.triton import Metrics, ModelArgs, bls, run_each, scalar_bytes
 from talkserve.text import decode_text
 from talkserve.turns import Turns
 
@@ -27,6 +27,9 @@ class TritonPythonModel:
             self.tts = PiperTTS(files / "voice.onnx", files / "voice.onnx.json",
                                 length_scale=float(p["length_scale"]), noise_scale=float(p["noise_scale"]),
                                 noise_w_scale=float(p["noise_w_scale"]), threads=threads)
+        elif "acoustic_model" in p:  # GPU target: TensorRT engines of their own, called by BLS
+            self.tts = FastSpeech2TTS(_bls(p["acoustic_model"], ["mel", "durations"]),
+                                      _bls(p["vocoder_model"], ["audio"]), int(p["sample_rate"]))
         else:
             self.tts = FastSpeech2TTS(files / "acoustic.onnx", files / "vocoder.onnx", int(p["sample_rate"]), threads)
         self.turns = Turns()
@@ -53,3 +56,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return run_each(requests, self._run, self.metrics)
+
+
+def _bls(model: str, outputs: list[str]):
+    return lambda feeds: list(bls(model, feeds, outputs).values())
