@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from talkserve.models.llm import KVLayout
+from talkserve.models.layout import KVLayout
 from talkserve.text import SentenceStream
 
 Step = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]

@@ -7,41 +7,15 @@ drive it from anywhere — PyTorch, ONNX Runtime, or a Triton BLS call to a Tens
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from talkserve.models.layout import KVLayout  # noqa: F401  (re-exported: the build uses it from here)
+
 REQUIRED_FILES = ("config.json",)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-
-
-@dataclass(frozen=True)
-class KVLayout:
-    """Shape facts the serving loop needs about the cache, read from the model config."""
-
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-
-    @classmethod
-    def from_config(cls, config) -> KVLayout:
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return cls(config.num_hidden_layers, config.num_key_value_heads, head_dim, config.vocab_size)
-
-    def past_names(self) -> list[str]:
-        return [f"past_key_values.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
-
-    def present_names(self) -> list[str]:
-        return [f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
-
-    def input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "position_ids", *self.past_names()]
-
-    def output_names(self) -> list[str]:
-        return ["logits", *self.present_names()]
 
 
 def check_model_dir(path: str | Path) -> Path:

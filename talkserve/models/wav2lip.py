@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-FACE_SIZE = 96
-MEL_STEP = 16  # mel frames per video frame window
+from talkserve.models.layout import FACE_SIZE, MEL_STEP  # noqa: F401  (re-exported)
 
 
 class Conv2d(nn.Module):

@@ -241,7 +241,7 @@ def tts_engines(root: Path, recipe: Recipe) -> list[EngineModel]:
 
 
 def engine_models(root: Path, recipe: Recipe) -> list[EngineModel]:
-    from talkserve.models.llm import KVLayout
+    from talkserve.models.layout import KVLayout
 
     cfg = text_format.Parse((root / "llm" / "config.pbtxt").read_text(), mc.ModelConfig())
     layout = KVLayout(**json.loads(cfg.parameters["kv_layout"].string_value))

@@ -16,7 +16,7 @@ from talkserve.avatars import AvatarStore
 from talkserve.drain import refuse_if_draining
 from talkserve.emotion import parse_emotion, style
 from talkserve.generate import stream_sentences
-from talkserve.models.llm import KVLayout
+from talkserve.models.layout import KVLayout
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError, decode_text
 from talkserve.turns import Turns

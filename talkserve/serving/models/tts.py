@@ -10,7 +10,6 @@ import triton_python_backend_utils as pb_utils
 
 from talkserve.audio import pad_to_frames
 from talkserve.emotion import parse_emotion, style
-from talkserve.models.fastspeech2 import FastSpeech2TTS
 from talkserve.models.piper_tts import PiperTTS
 from talkserve.serving.triton import Metrics, ModelArgs, bls, run_each, scalar_bytes
 from talkserve.text import decode_text
@@ -23,6 +22,8 @@ class TritonPythonModel:
         p = self.args.params
         self.fps = float(p["fps"])
         threads, files = int(p["intra_op_threads"]), self.args.files
+        if p.get("kind", "piper") != "piper":  # imports torch (its model code): only when used
+            from talkserve.models.fastspeech2 import FastSpeech2TTS
         if p.get("kind", "piper") == "piper":
             self.tts = PiperTTS(files / "voice.onnx", files / "voice.onnx.json",
                                 length_scale=float(p["length_scale"]), noise_scale=float(p["noise_scale"]),
