@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from talkserve.drain import is_draining
+from talkserve.repository import read_configs
 
 STUB = "triton_python_backend_stub"
 
@@ -21,8 +21,7 @@ STUB = "triton_python_backend_stub"
 def python_instances(repository: Path) -> set[str]:
     """Instance names Triton gives python model instances: <model>_<group>_<index>."""
     names = set()
-    for config in Path(repository).glob("*/config.pbtxt"):
-        cfg = text_format.Parse(config.read_text(), mc.ModelConfig())
+    for cfg in read_configs(repository):
         if cfg.backend != "python":
             continue
         for g, group in enumerate(cfg.instance_group or [mc.ModelInstanceGroup(count=1)]):
@@ -73,10 +72,9 @@ def problems(url: str, repository: Path, parent: int | None = None, timeout: flo
     try:
         if not client.is_server_ready(client_timeout=timeout):
             return ["server is not ready"]
-        for config in sorted(Path(repository).glob("*/config.pbtxt")):
-            model = config.parent.name
-            if not client.is_model_ready(model, client_timeout=timeout):
-                found.append(f"model {model} is not ready")
+        for cfg in read_configs(repository):
+            if not client.is_model_ready(cfg.name, client_timeout=timeout):
+                found.append(f"model {cfg.name} is not ready")
     except InferenceServerException as e:
         return [f"server does not answer: {e.message()}"]
     finally:

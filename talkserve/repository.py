@@ -112,6 +112,15 @@ def ensemble_config(name: str, voice: bool = False) -> mc.ModelConfig:
     return cfg
 
 
+def read_config(model_dir: Path) -> mc.ModelConfig:
+    return text_format.Parse((Path(model_dir) / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def read_configs(root: Path) -> list[mc.ModelConfig]:
+    """Every model's config in a repository, in name order."""
+    return [read_config(p.parent) for p in sorted(Path(root).glob("*/config.pbtxt"))]
+
+
 def write_config(model_dir: Path, cfg: mc.ModelConfig) -> None:
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(cfg))

@@ -20,12 +20,11 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from talkserve import repository as repo
@@ -153,7 +152,6 @@ class EngineModel:
     outputs: list[tuple[str, int, list[int]]]  # full dims (batch included)
     max_batch_size: int = 0  # > 0: dimension 0 is Triton's batch, dynamic batching on
     feeds: Callable[[str, np.random.Generator], dict[str, np.ndarray]] | None = None  # validation inputs
-    params: dict[str, str] = field(default_factory=dict)
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], ...]]:
         return {i.name: i.shapes for i in self.inputs}
@@ -243,8 +241,7 @@ def tts_engines(root: Path, recipe: Recipe) -> list[EngineModel]:
 def engine_models(root: Path, recipe: Recipe) -> list[EngineModel]:
     from talkserve.models.layout import KVLayout
 
-    cfg = text_format.Parse((root / "llm" / "config.pbtxt").read_text(), mc.ModelConfig())
-    layout = KVLayout(**json.loads(cfg.parameters["kv_layout"].string_value))
+    layout = KVLayout(**json.loads(repo.read_config(root / "llm").parameters["kv_layout"].string_value))
     return [wav2lip_engine(root, recipe), llm_decoder_engine(root, recipe, layout), *tts_engines(root, recipe)]
 
 
@@ -320,31 +317,25 @@ def tensorrt_config(m: EngineModel, plans: dict[str, str], recipe: Recipe) -> mc
         cfg.cc_model_filenames[cc] = filename
     if batched:
         cfg.dynamic_batching.max_queue_delay_microseconds = recipe.gpu.max_queue_delay_us
-    warm = mc.ModelWarmup(name=f"{m.name}_opt", batch_size=m.shapes()[m.inputs[0].name][1][0] if batched else 1)
-    for i in m.inputs:
-        warm.inputs[i.name].data_type = i.dtype
-        warm.inputs[i.name].dims.extend(dims(i.shapes[1]))
-        warm.inputs[i.name].zero_data = True
     # Zero-filled float inputs are valid for the conv nets; token ids and a KV cache need consistent
     # values (a past matching its mask), so those engines are warmed by their first request.
     if all(i.dtype == T.TYPE_FP32 for i in m.inputs):
-        cfg.model_warmup.append(warm)
-    for key, value in m.params.items():
-        cfg.parameters[key].string_value = value
+        warm = cfg.model_warmup.add(name=f"{m.name}_opt", batch_size=m.inputs[0].shapes[1][0] if batched else 1)
+        for i in m.inputs:
+            warm.inputs[i.name].data_type = i.dtype
+            warm.inputs[i.name].dims.extend(dims(i.shapes[1]))
+            warm.inputs[i.name].zero_data = True
     return cfg
 
 
 def check_plans(repository: Path, compute_capability: str) -> list[str]:
     """Why this GPU cannot serve `repository` (empty when every engine has a plan for it)."""
     problems = []
-    for config in sorted(Path(repository).glob("*/config.pbtxt")):
-        cfg = text_format.Parse(config.read_text(), mc.ModelConfig())
-        if cfg.platform != "tensorrt_plan":
-            continue
+    for cfg in engine_configs(repository):
         if compute_capability not in cfg.cc_model_filenames:
             have = ", ".join(sorted(cfg.cc_model_filenames)) or "none"
             problems.append(f"{cfg.name} has TensorRT plans for compute capability {have}, not {compute_capability}")
-        elif not (config.parent / "1" / cfg.cc_model_filenames[compute_capability]).is_file():
+        elif not (Path(repository) / cfg.name / "1" / cfg.cc_model_filenames[compute_capability]).is_file():
             problems.append(f"{cfg.name}: {cfg.cc_model_filenames[compute_capability]} is missing")
     return problems
 
@@ -363,8 +354,12 @@ def node_problems(repository: Path, gpus: list[Gpu] | None = None) -> list[str]:
     return problems
 
 
+def engine_configs(repository: Path) -> list[mc.ModelConfig]:
+    return [cfg for cfg in repo.read_configs(repository) if cfg.platform == "tensorrt_plan"]
+
+
 def has_engines(repository: Path) -> bool:
-    return any("tensorrt_plan" in c.read_text() for c in Path(repository).glob("*/config.pbtxt"))
+    return bool(engine_configs(repository))
 
 
 # --- the build step -----------------------------------------------------------------------------------
@@ -398,15 +393,14 @@ def validate(m: EngineModel, plan: Path, reference: Path, tolerance: float) -> d
     return worst
 
 
-def place_tts_sources(root: Path, recipe: Recipe) -> None:
+def route_tts_to_engines(root: Path, recipe: Recipe) -> None:
     """FastSpeech2 on GPU: the tts python model calls `tts_acoustic` and `vocoder` by BLS."""
     if recipe.tts.kind != "fastspeech2":
         return
-    path = root / "tts" / "config.pbtxt"
-    cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
+    cfg = repo.read_config(root / "tts")
     cfg.parameters["acoustic_model"].string_value = "tts_acoustic"
     cfg.parameters["vocoder_model"].string_value = "vocoder"
-    path.write_text(text_format.MessageToString(cfg))
+    repo.write_config(root / "tts", cfg)
 
 
 def engines_step(root: Path, recipe: Recipe, extra: dict, gpu: Gpu | None = None) -> None:
@@ -416,7 +410,7 @@ def engines_step(root: Path, recipe: Recipe, extra: dict, gpu: Gpu | None = None
     from talkserve.targets.tensorrt import build_engine, version
 
     gpu = gpu or require_gpu_build()
-    place_tts_sources(root, recipe)
+    route_tts_to_engines(root, recipe)
     report = extra.setdefault("engines", {})
     for m in tqdm(engine_models(root, recipe), desc=f"TensorRT engines for {gpu.name} ({gpu.compute_capability})"):
         version_dir = root / m.name / "1"

@@ -75,15 +75,14 @@ class Engine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
-
-    def _dtype(self, name: str):
-        return self.torch.from_numpy(np.zeros(0, _trt().nptype(self.engine.get_tensor_dtype(name)))).dtype
+        self.dtypes = {n: torch.from_numpy(np.zeros(0, trt.nptype(self.engine.get_tensor_dtype(n)))).dtype
+                       for n in names}
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
         keep = []
         for name in self.inputs:
-            t = torch.from_numpy(np.ascontiguousarray(feeds[name])).to("cuda", self._dtype(name))
+            t = torch.from_numpy(np.ascontiguousarray(feeds[name])).to("cuda", self.dtypes[name])
             keep.append(t)
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, t.data_ptr())
@@ -93,7 +92,7 @@ class Engine:
             if -1 in shape:  # data-dependent (e.g. mel frames from predicted durations)
                 self.context.set_output_allocator(name, allocator)
                 continue
-            out[name] = torch.empty(shape, dtype=self._dtype(name), device="cuda")
+            out[name] = torch.empty(shape, dtype=self.dtypes[name], device="cuda")
             self.context.set_tensor_address(name, out[name].data_ptr())
         stream = torch.cuda.Stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
@@ -101,7 +100,7 @@ class Engine:
         stream.synchronize()
         for name, shape in allocator.shapes.items():
             n = int(np.prod(shape))
-            out[name] = allocator.buffers[name].view(self._dtype(name))[:n].reshape(shape)
+            out[name] = allocator.buffers[name].view(self.dtypes[name])[:n].reshape(shape)
         return {name: t.cpu().numpy() for name, t in out.items()}
 
 
