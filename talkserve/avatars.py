@@ -1,4 +1,4 @@
-"""Avatar registry: detect the face once, store portrait + crop box + prepared crop in SQLite.
+"""Avatar registry: detect the face once, store portrait + crop box + 68 landmarks in SQLite.
 
 Requests then carry only `avatar_id`; the lip-sync step reads the prepared data, never a detector.
 Writes are single transactions, so a failed registration stores nothing and a replaced avatar is
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -31,9 +31,11 @@ CREATE TABLE IF NOT EXISTS avatars (
     x1 INTEGER NOT NULL, y1 INTEGER NOT NULL, x2 INTEGER NOT NULL, y2 INTEGER NOT NULL,
     portrait_png BLOB NOT NULL,
     detector TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (datetime('now'))
+    created_at TEXT NOT NULL DEFAULT (datetime('now')),
+    landmarks BLOB
 )
 """
+DETECTOR = "opencv-haar-frontalface+dlib-68"
 
 
 class AvatarError(ValueError):
@@ -45,6 +47,7 @@ class Avatar:
     id: str
     portrait: np.ndarray  # (H, W, 3) uint8 RGB
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 of the pasted face region
+    landmarks: np.ndarray = field(compare=False)  # (68, 2) float32 x, y in portrait pixels (iBUG 300-W order)
 
     @cached_property
     def face(self) -> np.ndarray:
@@ -81,6 +84,25 @@ def detect_face(rgb: np.ndarray, source: str = "image") -> tuple[int, int, int, 
     return x1, y1, x2, y2
 
 
+def find_landmarks(rgb: np.ndarray, box: tuple[int, int, int, int], source: str = "image") -> np.ndarray:
+    from talkserve.lipsync.landmarks import LandmarkError, detect
+
+    try:
+        return detect(rgb, near=box, source=source)
+    except LandmarkError as e:
+        raise AvatarError(str(e)) from None
+
+
+def prepare_portrait(rgb: np.ndarray, source: str = "image") -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The face box Wav2Lip crops and the face's 68 landmarks, both in portrait pixels."""
+    box = detect_face(rgb, source)
+    return box, find_landmarks(rgb, box, source)
+
+
+def _landmark_blob(lm: np.ndarray) -> bytes:
+    return np.asarray(lm, "<f4").reshape(68, 2).tobytes()
+
+
 class AvatarStore:
     """SQLite-backed avatar registry. Safe to share between processes."""
 
@@ -96,6 +118,9 @@ class AvatarStore:
         if not self._schema_ready:
             con.execute("PRAGMA journal_mode=WAL")  # persistent in the file: readers never block writers
             con.execute(SCHEMA)
+            columns = {r[1] for r in con.execute("PRAGMA table_info(avatars)")}
+            if "landmarks" not in columns:  # a store made before landmarks were kept
+                con.execute("ALTER TABLE avatars ADD COLUMN landmarks BLOB")
             self._schema_ready = True
         return con
 
@@ -106,40 +131,42 @@ class AvatarStore:
         if not path.is_file():
             raise AvatarError(f"{path}: no such file")
         rgb = decode_image(path.read_bytes(), str(path))
-        box = detect_face(rgb, str(path))
+        box, lm = prepare_portrait(rgb, str(path))
         ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         assert ok, "PNG encoding of a decoded image cannot fail"
-        row = (avatar_id, rgb.shape[1], rgb.shape[0], *box, png.tobytes(), "opencv-haar-frontalface")
+        row = (avatar_id, rgb.shape[1], rgb.shape[0], *box, png.tobytes(), DETECTOR, _landmark_blob(lm))
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         con = self._connect()
         try:
             con.execute(
-                f"{verb} INTO avatars (id, width, height, x1, y1, x2, y2, portrait_png, detector)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"{verb} INTO avatars (id, width, height, x1, y1, x2, y2, portrait_png, detector, landmarks)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
         except sqlite3.IntegrityError:
             raise AvatarError(f"avatar id {avatar_id!r} already exists (use --replace)") from None
         finally:
             con.close()
-        return Avatar(avatar_id, rgb, box)
+        return Avatar(avatar_id, rgb, box, lm)
 
     def get(self, avatar_id: str) -> Avatar:
         con = self._connect()
         try:
             row = con.execute(
-                "SELECT x1, y1, x2, y2, portrait_png FROM avatars WHERE id = ?", (avatar_id,)
+                "SELECT x1, y1, x2, y2, portrait_png, landmarks FROM avatars WHERE id = ?", (avatar_id,)
             ).fetchone()
         finally:
             con.close()
         if row is None:
             raise AvatarError(f"avatar_id {avatar_id!r} is not registered")
-        *box, png = row
+        *box, png, blob = row
         cached = self._decoded.get(avatar_id)
         if cached and cached[0] == png and cached[1].box == tuple(box):
             return cached[1]  # same stored bytes: skip the PNG decode (the costly part) and the crop
         rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        avatar = Avatar(avatar_id, rgb, tuple(box))
+        # rows registered before landmarks were stored: find them now (kept in this process only)
+        lm = np.frombuffer(blob, "<f4").reshape(68, 2).copy() if blob else find_landmarks(rgb, tuple(box), avatar_id)
+        avatar = Avatar(avatar_id, rgb, tuple(box), lm)
         self._decoded[avatar_id] = (png, avatar)
         return avatar
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from talkserve.compress.config import CompressRecipe
+from talkserve.lipsync.warp import WarpConfig
 
 ASSETS = Path(__file__).parent / "assets"
 STARTER_LLM = ASSETS / "starter_llm"
@@ -73,11 +74,18 @@ class TTSRecipe(Strict):
         return self.model, self.config or Path(f"{self.model}.json")
 
 
+class LipsyncRecipe(Strict):
+    kind: Literal["wav2lip", "warp"] = Field(
+        "wav2lip", description="wav2lip: the Wav2Lip generator (wav2lip section); warp: the procedural "
+                               "landmark-driven mouth, no network (hundreds of frames/s on one core)")
+    warp: WarpConfig = Field(default_factory=WarpConfig, description="The procedural mouth's motion")
+
+
 class Wav2LipRecipe(Strict):
     checkpoint: Path | None = Field(
-        None, description="Official wav2lip.pth / wav2lip_gan.pth; null = random init at the published size"
+        None, description="Wav2Lip checkpoint in the official layout (wav2lip.pth / wav2lip_gan.pth, or one "
+                          "written by train-lipsync); null = our starter weights (talkserve train-lipsync)"
     )
-    seed: int = Field(0, description="Seed of the random-init starter")
     first_part_frames: int = Field(6, ge=1, description="Frames in a sentence's first streamed part (latency)")
     part_frames: int = Field(25, ge=1, description="Frames in each later part (throughput)")
     instances: int = Field(1, ge=1, description="Generator (wav2lip model) instances")
@@ -139,6 +147,7 @@ class Recipe(Strict):
     llm: LLMRecipe = Field(default_factory=LLMRecipe, description="Language model")
     asr: ASRRecipe = Field(default_factory=ASRRecipe, description="Speech recognition front (voice in)")
     tts: TTSRecipe = Field(default_factory=TTSRecipe, description="Text to speech")
+    lipsync: LipsyncRecipe = Field(default_factory=LipsyncRecipe, description="Which lip-sync model draws the mouth")
     wav2lip: Wav2LipRecipe = Field(default_factory=Wav2LipRecipe, description="Lip-sync generator")
     video: VideoRecipe = Field(default_factory=VideoRecipe, description="Video stream")
     serving: ServingRecipe = Field(default_factory=ServingRecipe, description="Request limits, paths")

@@ -32,6 +32,37 @@ def test_sample_portrait_face_is_found_where_it_is(store):
     assert back.face.shape == (96, 96, 3)
 
 
+def test_landmarks_are_stored_with_the_avatar(store):
+    avatar = store.add(SAMPLE_PORTRAIT, "sample")
+    lm = avatar.landmarks
+    assert lm.shape == (68, 2) and lm.dtype == np.float32
+    x1, _, x2, _ = avatar.box
+    assert (lm[:, 0] > x1 - 10).all() and (lm[:, 0] < x2 + 10).all()
+    assert lm[36:48, 1].max() < lm[48:68, 1].min()  # eyes above the mouth
+    assert lm[8, 1] > lm[57, 1]  # chin below the lower lip
+    con = store._connect()
+    try:
+        (blob,) = con.execute("SELECT landmarks FROM avatars WHERE id = 'sample'").fetchone()
+    finally:
+        con.close()
+    assert len(blob) == 68 * 2 * 4
+    np.testing.assert_array_equal(AvatarStore(store.path).get("sample").landmarks, lm)  # a fresh reader
+
+
+def test_a_store_made_before_landmarks_still_serves_its_avatars(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    AvatarStore(db).add(SAMPLE_PORTRAIT, "sample")
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE avatars DROP COLUMN landmarks")  # the schema of the previous release
+    con.commit()
+    con.close()
+    avatar = AvatarStore(db).get("sample")  # migrates the table, finds the landmarks on read
+    assert avatar.landmarks.shape == (68, 2)
+    assert AvatarStore(db).add(SAMPLE_PORTRAIT, "again").landmarks.shape == (68, 2)
+
+
 def test_not_an_image_is_refused_and_nothing_stored(store, tmp_path):
     bad = tmp_path / "photo.png"
     bad.write_text("this is not a picture")

@@ -87,16 +87,19 @@ def test_mp4_decodes_with_matching_video_and_audio(reply):
     assert 0 <= info["audio_seconds"] - audio_seconds < 1024 / 22050 + 1e-6
 
 
-def test_only_the_face_box_changes(reply, built):
+def test_only_the_lower_face_changes_and_it_moves(reply, built):
+    from talkserve.lipsync import paste_mask
+
     recipe, _ = built
     avatar = AvatarStore(recipe.serving.avatar_db).get("sample")
     x1, y1, x2, y2 = avatar.box
     outside = np.ones(avatar.portrait.shape[:2], bool)
     outside[y1:y2, x1:x2] = False
-    for c in reply.chunks:
-        assert (c.video[:, outside] == avatar.portrait[outside]).all()
-        inside = c.video[:, y1:y2, x1:x2].astype(int) - avatar.portrait[y1:y2, x1:x2]
-        assert np.abs(inside).mean(axis=(1, 2, 3)).min() > 1.0  # every frame's face was redrawn
+    outside[y1:y2, x1:x2] = paste_mask(avatar)[..., 0] == 0  # eyes, forehead, the box's edges
+    video = np.concatenate([c.video for c in reply.chunks])
+    assert (video[:, outside] == avatar.portrait[outside]).all()
+    lower = video[:, y1:y2, x1:x2][:, ~outside[y1:y2, x1:x2]].astype(np.float32)
+    assert lower.std(axis=0).mean() > 2.0  # the mouth region changes from frame to frame: it talks
 
 
 def raw_stream(url: str, inputs: list[grpcclient.InferInput]) -> tuple[str, str]:

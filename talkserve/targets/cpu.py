@@ -177,8 +177,9 @@ def tts_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.install_python_model(root / "tts", "tts")
 
 
-def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
-    model = load_wav2lip(recipe.wav2lip.checkpoint, recipe.wav2lip.seed)
+def wav2lip_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    """The Wav2Lip generator as its own model (ONNX), called by lipsync through BLS."""
+    model = load_wav2lip(recipe.wav2lip.checkpoint)
     if recipe.compress.wav2lip.active:
         from talkserve.compress.tasks import Wav2LipTask
 
@@ -187,15 +188,25 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
     else:
         report = export_wav2lip(model, root / "wav2lip" / "1" / "model.onnx")
         extra["reports"]["wav2lip"] = {"max_abs_diff": report.max_abs_diff,
-                                       "checkpoint": str(recipe.wav2lip.checkpoint or "random-init")}
-    w = recipe.wav2lip
+                                       "checkpoint": str(recipe.wav2lip.checkpoint or "starter")}
     gen = python_model(
         "wav2lip", [tensor("mel", T.TYPE_FP32, [-1, 1, 80, 16]), tensor("face", T.TYPE_FP32, [-1, 6, 96, 96])],
         [out("frames", T.TYPE_FP32, [-1, 3, 96, 96])],
-        {"onnx_file": "model.onnx", "intra_op_threads": recipe.serving.onnx_threads}, instances=w.instances,
+        {"onnx_file": "model.onnx", "intra_op_threads": recipe.serving.onnx_threads},
+        instances=recipe.wav2lip.instances,
     )
     repo.write_config(root / "wav2lip", gen)
     repo.install_python_model(root / "wav2lip", "onnx_session")
+
+
+def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    """lipsync draws with Wav2Lip (the generator model) or the procedural warp (no model at all)."""
+    kind = recipe.lipsync.kind
+    if kind == "wav2lip":
+        wav2lip_step(root, recipe, extra)
+    else:
+        extra["reports"]["lipsync"] = {"kind": kind}
+    w = recipe.wav2lip
     lipsync = python_model(
         "lipsync",
         [tensor("reply_text", T.TYPE_STRING, [1]), tensor("chunk_index", T.TYPE_INT32, [1]),
@@ -204,7 +215,8 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
          tensor("emotion", T.TYPE_STRING, [1]), tensor("turn", T.TYPE_STRING, [1]),
          tensor("user_text", T.TYPE_STRING, [1])],
         [out(n, dtype, dims) for n, dtype, dims in repo.RESPONSE] + [out("user_text", T.TYPE_STRING, [1])],
-        {"avatar_db": recipe.serving.resolved_avatar_db(), "fps": recipe.video.fps,
+        {"avatar_db": recipe.serving.resolved_avatar_db(), "fps": recipe.video.fps, "kind": kind,
+         "warp": recipe.lipsync.warp.model_dump_json(),
          "first_part_frames": w.first_part_frames, "part_frames": w.part_frames},
         instances=SEQUENTIAL, decoupled=True,
     )
@@ -257,7 +269,7 @@ STEPS = [
     ("check inputs", check_inputs),
     ("export LLM decoder (ONNX, KV cache)", llm_step),
     ("package TTS (Piper voice or FastSpeech2 + HiFi-GAN)", tts_step),
-    ("export Wav2Lip (ONNX)", lipsync_step),
+    ("lip-sync: Wav2Lip (ONNX) or the procedural warp", lipsync_step),
     ("package ASR (Whisper + silero-vad) and barge-in", asr_step),
     ("write talking_head and talking_head_voice ensembles", ensemble_step),
     ("write compression report", report_step),

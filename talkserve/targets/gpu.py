@@ -242,7 +242,8 @@ def engine_models(root: Path, recipe: Recipe) -> list[EngineModel]:
     from talkserve.models.layout import KVLayout
 
     layout = KVLayout(**json.loads(repo.read_config(root / "llm").parameters["kv_layout"].string_value))
-    return [wav2lip_engine(root, recipe), llm_decoder_engine(root, recipe, layout), *tts_engines(root, recipe)]
+    lipsync = [wav2lip_engine(root, recipe)] if recipe.lipsync.kind == "wav2lip" else []  # warp has no network
+    return [*lipsync, llm_decoder_engine(root, recipe, layout), *tts_engines(root, recipe)]
 
 
 # --- precision ----------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Triton python model `lipsync` (decoupled): a sentence's audio → portrait frames with Wav2Lip's
+"""Triton python model `lipsync` (decoupled): a sentence's audio → portrait frames with a speaking
 mouth, streamed in parts, each response carrying exactly the audio its frames show.
 
-The generator is the `wav2lip` model, called through BLS so the same code drives an ONNX Runtime
-session (CPU) or a TensorRT engine (GPU).
+kind `wav2lip`: the generator is the `wav2lip` model, called through BLS so the same code drives an
+ONNX Runtime session (CPU) or a TensorRT engine (GPU). kind `warp`: the procedural landmark-driven
+mouth, computed here (no model, hundreds of frames/s).
 """
 
 import time
@@ -12,7 +13,8 @@ import triton_python_backend_utils as pb_utils
 
 from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.emotion import grade_frames, parse_emotion, style
-from talkserve.lipsync import animate
+from talkserve.lipsync import animate, animate_warp
+from talkserve.lipsync.warp import WarpConfig, WarpRig
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError
 from talkserve.turns import Turns
@@ -33,6 +35,9 @@ class TritonPythonModel:
         self.store = AvatarStore(p["avatar_db"])
         self.turns = Turns()
         self.fps = float(p["fps"])
+        self.kind = p.get("kind", "wav2lip")
+        self.warp = WarpConfig.model_validate_json(p["warp"]) if "warp" in p else WarpConfig()
+        self.rigs: dict[str, tuple[object, WarpRig]] = {}  # avatar id → (the Avatar it was built for, rig)
         self.first_part, self.part = int(p["first_part_frames"]), int(p["part_frames"])
         m = self.metrics = Metrics(self.args.name)
         self.frames = m.counter("talkserve_lipsync_frames_total", "Video frames generated")
@@ -41,6 +46,12 @@ class TritonPythonModel:
         self.chunks = m.counter("talkserve_chunks_streamed_total", "Responses streamed to clients")
         self.ttfc = m.histogram("talkserve_time_to_first_chunk_seconds", "Request to its first streamed chunk",
                                 [0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10])
+
+    def _rig(self, avatar) -> WarpRig:
+        cached = self.rigs.get(avatar.id)
+        if cached is None or cached[0] is not avatar:  # the store hands out a new Avatar when it changed
+            cached = self.rigs[avatar.id] = (avatar, WarpRig(avatar.portrait, avatar.landmarks, self.warp))
+        return cached[1]
 
     def _stream(self, request, sender) -> None:
         text = optional_input(request, "reply_text")
@@ -68,7 +79,10 @@ class TritonPythonModel:
             return wav2lip(mel, face)
 
         computed = time.monotonic()
-        parts = animate(audio, int(sr[0]), avatar, generate, self.fps, self.first_part, self.part)
+        if self.kind == "warp":
+            parts = animate_warp(audio, int(sr[0]), self._rig(avatar), self.fps, self.first_part, self.part)
+        else:
+            parts = animate(audio, int(sr[0]), avatar, generate, self.fps, self.first_part, self.part)
         try:
             for part in parts:
                 if not live():

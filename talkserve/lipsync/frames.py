@@ -1,0 +1,125 @@
+"""Pure lip-sync functions: audio of a sentence → mouth frames → pasted into the portrait, in parts.
+
+Served by the `lipsync` python model; imported by tests without Triton. Two kinds draw the mouth:
+Wav2Lip (a generator over mel windows and the face crop, called through `Generator`) and the
+procedural `warp` rig (`talkserve.lipsync.warp`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from talkserve.audio import frame_count, mel_windows, wav2lip_mel
+from talkserve.avatars import Avatar
+from talkserve.models.layout import FACE_SIZE, MEL_STEP
+
+# (mel (B,1,80,16), face (B,6,96,96)) -> (B,3,96,96) in [0, 1]
+Generator = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (first frame, end frame) of a sentence -> (n, H, W, 3) uint8 RGB frames
+Renderer = Callable[[int, int], np.ndarray]
+LOWER_FACE = [*range(2, 15), 35, 34, 33, 32, 31]  # jaw and the base of the nose: what a mouth moves
+
+
+def face_input(face_rgb: np.ndarray, n: int) -> np.ndarray:
+    """(n, 6, 96, 96) float32: lower-half-masked face ++ reference face, BGR in [0, 1] as trained."""
+    bgr = face_rgb[..., ::-1].astype(np.float32) / 255.0
+    masked = bgr.copy()
+    masked[FACE_SIZE // 2 :] = 0.0  # Wav2Lip hides the mouth half and redraws it from audio
+    pair = np.concatenate([masked, bgr], axis=2).transpose(2, 0, 1)  # (6, 96, 96)
+    return np.broadcast_to(pair, (n, *pair.shape)).copy()
+
+
+def paste_mask(avatar: Avatar) -> np.ndarray:
+    """(h, w, 1) float32 blend weights over the face box: 1 on the lower face (jaw to the base of
+    the nose, from the landmarks), feathered to 0 before the eyes and the box's edges, so eyes and
+    forehead keep the photo's own pixels and no box seam shows."""
+    x1, y1, x2, y2 = avatar.box
+    h, w = y2 - y1, x2 - x1
+    pts = avatar.landmarks[LOWER_FACE] - (x1, y1)
+    feather = max(2.0, 0.05 * w)
+    centre = pts.mean(0)
+    pts = centre + (pts - centre) * 1.08  # a little past the jaw line: the blur then lands outside it
+    mask = np.zeros((h, w), np.float32)
+    cv2.fillPoly(mask, [np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32)], 1.0, cv2.LINE_AA)
+    mask = cv2.GaussianBlur(mask, (0, 0), feather)
+    mask = np.clip((mask - 0.02) / 0.96, 0.0, 1.0)  # cut the Gaussian's tails: beyond them, the photo exactly
+    edge_y = np.minimum(np.arange(h), np.arange(h)[::-1])
+    edge_x = np.minimum(np.arange(w), np.arange(w)[::-1])
+    edge = np.clip(np.minimum(edge_y[:, None], edge_x[None, :]) / (2 * feather), 0, 1)
+    return (mask * edge)[..., None]
+
+
+def paste_back(avatar: Avatar, faces_bgr01: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(n, 3, 96, 96) generator output → (n, H, W, 3) uint8 RGB portraits with the lower face blended in.
+
+    Every pixel outside the face box, and inside it wherever the mask is 0, is the stored portrait.
+    """
+    x1, y1, x2, y2 = avatar.box
+    mask = paste_mask(avatar) if mask is None else mask
+    frames = np.broadcast_to(avatar.portrait, (len(faces_bgr01), *avatar.portrait.shape)).copy()
+    base = avatar.portrait[y1:y2, x1:x2].astype(np.float32)
+    for i, face in enumerate(faces_bgr01):
+        rgb = np.clip(face.transpose(1, 2, 0)[..., ::-1], 0.0, 1.0) * 255.0
+        big = cv2.resize(rgb, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+        frames[i, y1:y2, x1:x2] = np.round(base + (big - base) * mask).astype(np.uint8)
+    return frames
+
+
+def part_sizes(n_frames: int, first: int, rest: int) -> list[int]:
+    """Frames per streamed part: a small first part (fast first chunk), then larger ones."""
+    sizes, left = [], n_frames
+    while left > 0:
+        size = min(left, first if not sizes else rest)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+@dataclass
+class Part:
+    index: int
+    frames: np.ndarray  # (n, H, W, 3) uint8 RGB
+    audio: np.ndarray  # exactly the samples these frames show
+
+
+def stream_parts(audio: np.ndarray, sr: int, render: Renderer, fps: float = 25.0, first_part: int = 6,
+                 part: int = 25) -> Iterator[Part]:
+    """A sentence's frames in parts, each with exactly the audio it covers (audio and lips cannot
+    drift apart); the last part takes any sub-frame remainder so the parts' audio sums to the input."""
+    n = frame_count(len(audio), sr, fps)
+    sizes = part_sizes(n, first_part, part)
+    start = 0
+    for i, size in enumerate(sizes):
+        end = start + size
+        frames = render(start, end)
+        a, b = round(start * sr / fps), (round(end * sr / fps) if i < len(sizes) - 1 else len(audio))
+        yield Part(i, frames, audio[a:b])
+        start = end
+
+
+def animate(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, fps: float = 25.0,
+            first_part: int = 6, part: int = 25) -> Iterator[Part]:
+    """Wav2Lip: the mel over the whole sentence (windows near part edges see real context), the
+    generator per part, the feathered paste-back."""
+    n = frame_count(len(audio), sr, fps)
+    mels = mel_windows(wav2lip_mel(audio, sr), n, fps, MEL_STEP)
+    face = face_input(avatar.face, 1)
+    mask = paste_mask(avatar)
+
+    def render(start: int, end: int) -> np.ndarray:
+        return paste_back(avatar, generator(mels[start:end], np.repeat(face, end - start, axis=0)), mask)
+
+    return stream_parts(audio, sr, render, fps, first_part, part)
+
+
+def animate_warp(audio: np.ndarray, sr: int, rig, fps: float = 25.0, first_part: int = 6,
+                 part: int = 25) -> Iterator[Part]:
+    """The procedural mouth: one shape per frame from the sentence's audio, rendered by `rig`."""
+    from talkserve.lipsync.warp import mouth_shapes
+
+    shapes = mouth_shapes(audio, sr, fps, frame_count(len(audio), sr, fps), rig.cfg)
+    return stream_parts(audio, sr, lambda s, e: rig.animate(shapes[s:e]), fps, first_part, part)
