@@ -48,6 +48,12 @@ class QuantizeConfig(Strict):
 class Wav2LipGates(Strict):
     mouth_psnr_min: float = Field(28.0, description="Mouth-region PSNR (dB) vs. the teacher's frames")
     mouth_ssim_min: float = Field(0.90, description="Mouth-region SSIM vs. the teacher's frames")
+    sync_r_drop_max: float | None = Field(
+        0.05, description="Teacher's minus student's mouth-opening vs speech-envelope Pearson r, on held-out "
+                          "sentences (landmarks on the generated faces); null = report only")
+    sync_lag_shift_max: float | None = Field(
+        1.0, description="|student's − teacher's| best A/V lag in frames; null = report only")
+    sync_r_min: float | None = Field(None, description="The student's own sync r; null = report only")
 
 
 class VocoderGates(Strict):

@@ -105,3 +105,62 @@ def word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
     norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
                           jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
     return float(jiwer.wer(reference, hypothesis, reference_transform=norm, hypothesis_transform=norm))
+
+
+# ---- lip-sync measures (no SyncNet weights reach us: landmarks against the speech) -----------
+
+
+def mouth_openings(faces_rgb: np.ndarray, upscale: int = 3) -> np.ndarray:
+    """(n,) inner-lip opening (mouth widths) per 96×96 RGB face crop, by the same 68-point landmark
+    detector avatars are registered with; the crop is upscaled and the predictor starts from the
+    whole crop (a face crop is its own face box)."""
+    import cv2
+
+    from talkserve.lipsync import landmarks as L
+
+    out = []
+    for face in faces_rgb:
+        big = cv2.resize(face, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+        h, w = big.shape[:2]
+        box = (int(0.05 * w), int(0.05 * h), int(0.95 * w), int(0.95 * h))
+        out.append(L.mouth_opening(L.detect_in_box(big, box)))
+    return np.array(out, np.float32)
+
+
+def best_lag(x: np.ndarray, y: np.ndarray, max_lag: int = 5) -> tuple[float, int]:
+    """Pearson r of x against y shifted by each lag in ±max_lag frames; (best r, its lag). A
+    positive lag means x (the mouth) trails y (the audio)."""
+    best = (-1.0, 0)
+    for lag in range(-max_lag, max_lag + 1):
+        a, b = (x[lag:], y[: len(y) - lag]) if lag >= 0 else (x[:lag], y[-lag:])
+        if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+            continue
+        r = float(np.corrcoef(a, b)[0, 1])
+        if r > best[0] + 1e-9 or (abs(r - best[0]) <= 1e-9 and abs(lag) < abs(best[1])):
+            best = (r, lag)
+    return best
+
+
+def lip_sync(openings: np.ndarray, envelope: np.ndarray, rest_opening: float, closed_margin: float = 0.04
+             ) -> dict[str, float]:
+    """sync_r / sync_lag: mouth opening vs the speech envelope (`warp.speech_envelope`, dB above
+    silence); silent_closed: share of silent frames whose mouth is no more open than the
+    portrait's own at rest (+ margin)."""
+    r, lag = best_lag(openings.astype(np.float64), envelope.astype(np.float64))
+    silent = envelope <= 0
+    closed = openings <= rest_opening + closed_margin
+    return {"sync_r": r, "sync_lag": float(lag),
+            "silent_closed": float(closed[silent].mean()) if silent.any() else float("nan")}
+
+
+def identity(faces_rgb: np.ndarray, reference_rgb: np.ndarray, mouth: tuple[int, int, int, int]) -> dict[str, float]:
+    """PSNR (dB) / SSIM of 96×96 faces vs the portrait's own crop, outside the mouth box (x1, y1, x2, y2)."""
+    keep = np.ones(reference_rgb.shape[:2], bool)
+    x1, y1, x2, y2 = mouth
+    keep[y1:y2, x1:x2] = False
+    f = faces_rgb.astype(np.float64) / 255.0
+    ref = reference_rgb.astype(np.float64) / 255.0
+    gray = lambda z: z @ np.array([0.299, 0.587, 0.114])  # noqa: E731
+    masked_f, masked_r = gray(f) * keep, np.broadcast_to(gray(ref) * keep, f.shape[:3])
+    return {"identity_psnr": psnr(f[:, keep], np.broadcast_to(ref[keep], f[:, keep].shape)),
+            "identity_ssim": ssim(masked_f, masked_r)}

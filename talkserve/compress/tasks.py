@@ -84,6 +84,7 @@ MOUTH = (slice(56, 92), slice(20, 76))  # rows, cols of the 96×96 face where th
 class Wav2LipTask(Task):
     name = "wav2lip"
     frames = 8  # video frames per example
+    sync_sentences = 2  # whole held-out sentences the sync gates read, after the windows
 
     def __init__(self, teacher: nn.Module, data: DataSource, seed: int = 0):
         super().__init__(data, seed)
@@ -100,15 +101,47 @@ class Wav2LipTask(Task):
             out.append((mel[start:start + self.frames], face_input(faces[i % len(faces)], self.frames)))
         return out
 
+    def _sentences(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every frame of the first held-out sentences, on the first held-out face."""
+        from talkserve.audio import frame_count, mel_windows, wav2lip_mel
+        from talkserve.lipsync import face_input
+
+        out = []
+        for audio, sr in self.data.speech.held_out[: self.sync_sentences]:
+            n = frame_count(len(audio), sr, 25.0)
+            out.append((mel_windows(wav2lip_mel(audio, sr), n, 25.0), face_input(self.data.faces.held_out[0], n)))
+        return out
+
     def held_out(self):
         if not hasattr(self, "_held"):
-            self._held = self._examples(self.data.speech.held_out, self.data.faces.held_out)
+            self._windows = self._examples(self.data.speech.held_out, self.data.faces.held_out)
+            self._held = self._windows + self._sentences()
         return self._held
 
     def train_examples(self):
         if not hasattr(self, "_train"):
             self._train = self._examples(self.data.speech.train, self.data.faces.train)
         return self._train
+
+    def _sync(self, outs: list) -> dict[str, float]:
+        from talkserve.lipsync.warp import speech_envelope
+
+        faces = np.concatenate([(np.clip(o.transpose(0, 2, 3, 1)[..., ::-1], 0, 1) * 255).round().astype(np.uint8)
+                                for o in outs])
+        env = np.concatenate([speech_envelope(a, sr, 25.0, len(o))
+                              for (a, sr), o in zip(self.data.speech.held_out, outs, strict=False)])
+        rest = float(G.mouth_openings(self.data.faces.held_out[:1])[0])
+        return G.lip_sync(G.mouth_openings(faces), env, rest)
+
+    def metrics(self, outs, refs):
+        self.held_out()
+        k = len(self._windows)
+        o, r = np.concatenate(outs[:k]), np.concatenate(refs[:k])
+        om, rm = o[..., MOUTH[0], MOUTH[1]], r[..., MOUTH[0], MOUTH[1]]
+        student, teacher = self._sync(outs[k:]), self._sync(refs[k:])
+        return {"mouth_psnr": G.psnr(om, rm), "mouth_ssim": G.ssim(om, rm), "error": float(np.abs(o - r).mean()),
+                "sync_r": student["sync_r"], "sync_r_drop": teacher["sync_r"] - student["sync_r"],
+                "sync_lag_shift": abs(student["sync_lag"] - teacher["sync_lag"])}
 
     def example_inputs(self):
         mel, face = self.held_out()[0]
@@ -120,11 +153,6 @@ class Wav2LipTask(Task):
     def onnx_runner(self, path):
         s = session(path)
         return lambda x: s.run(None, {"mel": x[0], "face": x[1]})[0]
-
-    def metrics(self, outs, refs):
-        o, r = np.concatenate(outs), np.concatenate(refs)
-        om, rm = o[..., MOUTH[0], MOUTH[1]], r[..., MOUTH[0], MOUTH[1]]
-        return {"mouth_psnr": G.psnr(om, rm), "mouth_ssim": G.ssim(om, rm), "error": float(np.abs(o - r).mean())}
 
     def prune(self, student, cfg):
         return _conv_prune(self, student, cfg, [student.output_block[1]])

@@ -1,0 +1,69 @@
+"""Lip-sync quality of a whole sentence on one avatar, for either kind: the sync and identity
+measures of `gates` on 96×96 face crops (what the generator draws; for `warp`, its frame cropped
+the same way), so a Wav2Lip checkpoint and the procedural mouth are judged alike."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from talkserve.audio import frame_count, mel_windows, wav2lip_mel
+from talkserve.avatars import Avatar
+from talkserve.compress import gates as G
+from talkserve.lipsync import face_input
+from talkserve.lipsync.frames import Generator
+from talkserve.lipsync.landmarks import mouth_box
+from talkserve.lipsync.warp import WarpConfig, WarpRig, mouth_shapes, speech_envelope
+from talkserve.models.layout import FACE_SIZE
+
+
+def crop96(frame: np.ndarray, box) -> np.ndarray:
+    import cv2
+
+    x1, y1, x2, y2 = box
+    return cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def mouth_in_crop(avatar: Avatar, cfg: WarpConfig | None = None) -> tuple[int, int, int, int]:
+    """The region a mouth movement may change (landmarks.mouth_box), in 96×96 crop pixels."""
+    cfg = cfg or WarpConfig()
+    mx1, my1, mx2, my2 = mouth_box(avatar.landmarks, avatar.portrait.shape, cfg.max_open * cfg.jaw_follow)
+    x1, y1, x2, y2 = avatar.box
+    sx, sy = FACE_SIZE / (x2 - x1), FACE_SIZE / (y2 - y1)
+    clip = lambda v: int(np.clip(v, 0, FACE_SIZE))  # noqa: E731
+    return clip((mx1 - x1) * sx), clip((my1 - y1) * sy), clip(np.ceil((mx2 - x1) * sx)), clip(np.ceil((my2 - y1) * sy))
+
+
+def wav2lip_faces(generator: Generator, avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0,
+                  batch: int = 32) -> np.ndarray:
+    """(n, 96, 96, 3) uint8 RGB: the generator's faces for every frame of the sentence."""
+    n = frame_count(len(audio), sr, fps)
+    mels = mel_windows(wav2lip_mel(audio, sr), n, fps)
+    face = face_input(avatar.face, 1)
+    outs = [generator(mels[i:i + batch], np.repeat(face, len(mels[i:i + batch]), 0)) for i in range(0, n, batch)]
+    bgr = np.concatenate(outs).transpose(0, 2, 3, 1)
+    return (np.clip(bgr[..., ::-1], 0, 1) * 255).round().astype(np.uint8)
+
+
+def warp_faces(avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0, cfg: WarpConfig | None = None
+               ) -> np.ndarray:
+    rig = WarpRig(avatar.portrait, avatar.landmarks, cfg)
+    shapes = mouth_shapes(audio, sr, fps, frame_count(len(audio), sr, fps), rig.cfg)
+    return np.stack([crop96(rig.render(o, s), avatar.box) for o, s in shapes])
+
+
+def evaluate(faces: np.ndarray, avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0) -> dict[str, float]:
+    """sync_r, sync_lag, silent_closed, identity_psnr, identity_ssim of one sentence's faces."""
+    env = speech_envelope(audio, sr, fps, len(faces))
+    rest = float(G.mouth_openings(avatar.face[None])[0])
+    return {**G.lip_sync(G.mouth_openings(faces), env, rest), **G.identity(faces, avatar.face, mouth_in_crop(avatar))}
+
+
+def evaluate_sentences(faces_for, avatar: Avatar, clips: list[tuple[np.ndarray, int]], fps: float = 25.0
+                       ) -> dict[str, float]:
+    """The measures over several sentences at once (frames concatenated: one r over all of them)."""
+    faces = [faces_for(a, sr) for a, sr in clips]
+    env = np.concatenate([speech_envelope(a, sr, fps, len(f)) for (a, sr), f in zip(clips, faces, strict=True)])
+    all_faces = np.concatenate(faces)
+    rest = float(G.mouth_openings(avatar.face[None])[0])
+    return {**G.lip_sync(G.mouth_openings(all_faces), env, rest),
+            **G.identity(all_faces, avatar.face, mouth_in_crop(avatar)), "frames": float(len(all_faces))}
