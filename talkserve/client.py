@@ -13,6 +13,7 @@ the reply still streaming, and `cancel(conversation_id)` stops it without a new 
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import random
 import re
@@ -100,7 +101,7 @@ class Chunk:
 _INVALID_ARG = re.compile(
     r"inference input '.*' data-type is|unexpected shape for input|expected number of inputs|"
     r"expected \d+ inputs? but got|unexpected inference input|byte size|"
-    r"(^|, )(text|avatar_id|max_new_tokens|reply_text|audio|sample_rate|emotion|conversation_id): "
+    r"(^|, )(text|avatar_id|max_new_tokens|reply_text|audio|sample_rate|emotion|conversation_id|history): "
 )
 
 
@@ -132,29 +133,35 @@ def _array_input(name: str, value: np.ndarray, datatype: str) -> grpcclient.Infe
     return tensor
 
 
+History = list[dict[str, str]]  # earlier turns: [{"role": "user"|"assistant", "content": ...}, ...]
+
+
 def optional_inputs(max_new_tokens: int | None = None, emotion: str | None = None,
-                    conversation_id: str | None = None) -> list[grpcclient.InferInput]:
+                    conversation_id: str | None = None, history: History | str | None = None
+                    ) -> list[grpcclient.InferInput]:
     inputs = []
     if max_new_tokens is not None:
         inputs.append(_array_input("max_new_tokens", np.array([max_new_tokens], np.int32), "INT32"))
-    for name, value in [("emotion", emotion), ("conversation_id", conversation_id)]:
+    if history is not None and not isinstance(history, str | bytes):
+        history = json.dumps(history, ensure_ascii=False)
+    for name, value in [("emotion", emotion), ("conversation_id", conversation_id), ("history", history)]:
         if value is not None:
             inputs.append(_bytes_input(name, value))
     return inputs
 
 
 def request_inputs(text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
-                   emotion: str | None = None, conversation_id: str | None = None):
+                   emotion: str | None = None, conversation_id: str | None = None, history: History | None = None):
     return [_bytes_input("text", text), _bytes_input("avatar_id", avatar_id),
-            *optional_inputs(max_new_tokens, emotion, conversation_id)]
+            *optional_inputs(max_new_tokens, emotion, conversation_id, history)]
 
 
 def voice_inputs(audio: np.ndarray, sample_rate: int, avatar_id: str | bytes, max_new_tokens: int | None = None,
-                 emotion: str | None = None, conversation_id: str | None = None):
+                 emotion: str | None = None, conversation_id: str | None = None, history: History | None = None):
     """Mono float32 PCM in [-1, 1] at `sample_rate` (the server resamples to 16 kHz)."""
     return [_array_input("user_audio", np.ascontiguousarray(audio, np.float32).reshape(-1), "FP32"),
             _array_input("user_sample_rate", np.array([sample_rate], np.int32), "INT32"),
-            _bytes_input("avatar_id", avatar_id), *optional_inputs(max_new_tokens, emotion, conversation_id)]
+            _bytes_input("avatar_id", avatar_id), *optional_inputs(max_new_tokens, emotion, conversation_id, history)]
 
 
 class TalkClient:
@@ -174,17 +181,19 @@ class TalkClient:
 
     def stream(self, text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
                timeout: float = 600.0, emotion: str | None = None,
-               conversation_id: str | None = None) -> Iterator[Chunk]:
+               conversation_id: str | None = None, history: History | None = None) -> Iterator[Chunk]:
         """Yield each chunk as it arrives; ends at the response Triton flags final (that one may carry
-        no tensors); raises TalkError on a server error."""
-        inputs = request_inputs(text, avatar_id, max_new_tokens, emotion, conversation_id)
+        no tensors); raises TalkError on a server error. `history`: the earlier turns (the server
+        keeps none; `conversation()` keeps them for you)."""
+        inputs = request_inputs(text, avatar_id, max_new_tokens, emotion, conversation_id, history)
         return self._retrying(lambda: self._stream(self.model, inputs, OUTPUTS, timeout, conversation_id))
 
     def stream_voice(self, audio: np.ndarray, sample_rate: int, avatar_id: str | bytes,
                      max_new_tokens: int | None = None, timeout: float = 600.0, emotion: str | None = None,
-                     conversation_id: str | None = None, model: str = VOICE_MODEL) -> Iterator[Chunk]:
+                     conversation_id: str | None = None, model: str = VOICE_MODEL,
+                     history: History | None = None) -> Iterator[Chunk]:
         """As `stream`, from an utterance; each chunk's `user_text` is what the server heard."""
-        inputs = voice_inputs(audio, sample_rate, avatar_id, max_new_tokens, emotion, conversation_id)
+        inputs = voice_inputs(audio, sample_rate, avatar_id, max_new_tokens, emotion, conversation_id, history)
         return self._retrying(lambda: self._stream(model, inputs, (*OUTPUTS, "user_text"), timeout, conversation_id))
 
     def _retrying(self, start) -> Iterator[Chunk]:
@@ -270,6 +279,13 @@ class TalkClient:
                 with contextlib.suppress(TalkError):  # the server is gone: nothing left to stop
                     self.cancel(conversation_id)
             REQUESTS.labels(model, status).inc()
+
+    def conversation(self, avatar_id: str, conversation_id: str | None = None, history: History | None = None,
+                     max_turns: int = 8):
+        """A multi-turn conversation whose history this client keeps (talkserve.conversation)."""
+        from talkserve.conversation import Conversation
+
+        return Conversation(self, avatar_id, conversation_id, history, max_turns)
 
     def is_ready(self) -> bool:
         try:

@@ -20,6 +20,7 @@ import numpy as np
 from talkserve.asr import ASR_SR, VAD_CHUNK, VoiceActivity
 from talkserve.audio import resample
 from talkserve.client import Chunk, TalkClient, TalkError
+from talkserve.conversation import Conversation
 from talkserve.media import Mp4Writer
 
 
@@ -43,10 +44,10 @@ class Reply:
 class _Streaming(threading.Thread):
     """One reply: stream_voice into an mp4, until it ends or `interrupt()`."""
 
-    def __init__(self, url: str, reply: Reply, audio16k: np.ndarray, avatar: str, conversation: str,
+    def __init__(self, url: str, reply: Reply, audio16k: np.ndarray, conversation: Conversation,
                  emotion: str | None):
         super().__init__(daemon=True)
-        self.url, self.reply, self.audio, self.avatar = url, reply, audio16k, avatar
+        self.url, self.reply, self.audio = url, reply, audio16k
         self.conversation, self.emotion = conversation, emotion
         self.stop = threading.Event()
 
@@ -54,8 +55,7 @@ class _Streaming(threading.Thread):
         writer = Mp4Writer(self.reply.path)
         try:
             with TalkClient(self.url) as client:
-                for chunk in client.stream_voice(self.audio, ASR_SR, self.avatar, emotion=self.emotion,
-                                                 conversation_id=self.conversation):
+                for chunk in self.conversation.say_voice(self.audio, ASR_SR, client, emotion=self.emotion):
                     if self.stop.is_set():  # the client never shows a reply's frames after its barge-in
                         break
                     writer.add(chunk.video, chunk.audio, chunk.sample_rate)
@@ -71,15 +71,18 @@ class _Streaming(threading.Thread):
     def interrupt(self, client: TalkClient) -> None:
         self.stop.set()
         self.reply.interrupted = True
-        client.cancel(self.conversation)
+        client.cancel(self.conversation.id)
 
 
 def converse(url: str, audio: np.ndarray, sample_rate: int, avatar: str, out_dir: Path,
-             emotion: str | None = None, realtime: bool = True, vad: VoiceActivity | None = None) -> list[Reply]:
+             emotion: str | None = None, realtime: bool = True, vad: VoiceActivity | None = None,
+             conversation: Conversation | None = None) -> list[Reply]:
+    """Each turn's reply streams into out_dir/reply-N.mp4; the turns share one `conversation`
+    (its history grows turn by turn; an interrupted reply counts as far as it streamed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pcm = resample(np.asarray(audio, np.float32), sample_rate, ASR_SR)
     vad = vad or VoiceActivity()
-    conversation = uuid.uuid4().hex
+    conversation = conversation or Conversation(None, avatar, uuid.uuid4().hex)
     replies: list[Reply] = []
     current: _Streaming | None = None
     threads: list[_Streaming] = []
@@ -96,7 +99,9 @@ def converse(url: str, audio: np.ndarray, sample_rate: int, avatar: str, out_dir
         nonlocal current
         reply = Reply(len(replies) + 1, out_dir / f"reply-{len(replies) + 1}.mp4", (end - start) / ASR_SR)
         replies.append(reply)
-        current = _Streaming(url, reply, pcm[start:end], avatar, conversation, emotion)
+        if current is not None:  # a barged-in reply ends at its next chunk; its history counts as streamed
+            current.join(timeout=30)
+        current = _Streaming(url, reply, pcm[start:end], conversation, emotion)
         current.start()
         threads.append(current)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from talkserve.models.layout import KVLayout
+from talkserve.prefix_cache import Lookup, PrefixCache
 from talkserve.text import SentenceStream
 
 Step = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -41,15 +42,19 @@ def has_system_role(tokenizer) -> bool:
     return _SYSTEM_ROLE[template]
 
 
-def prompt_ids(tokenizer, user_text: str, system: str = "") -> list[int]:
-    """Token ids of the chat prompt (the model's own chat template when it has one); `system`
-    (e.g. an emotion's instruction) goes in as a system message where the template has that role."""
+def prompt_ids(tokenizer, user_text: str, system: str = "", history: list[dict[str, str]] | None = None) -> list[int]:
+    """Token ids of the chat prompt (the model's own chat template when it has one): `history`
+    (earlier user/assistant turns) then the new user text; `system` (e.g. an emotion's
+    instruction) goes in as a system message where the template has that role."""
+    history = history or []
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": user_text}]
+        messages = [*history, {"role": "user", "content": user_text}]
         if system and has_system_role(tokenizer):
             messages.insert(0, {"role": "system", "content": system})
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-    return tokenizer.encode(f"{system}\n{user_text}" if system else user_text)
+    lines = [system] if system else []
+    lines += [t["content"] for t in history] + [user_text]
+    return tokenizer.encode("\n".join(lines))
 
 
 def empty_cache(layout: KVLayout, batch: int = 1) -> dict[str, np.ndarray]:
@@ -58,13 +63,16 @@ def empty_cache(layout: KVLayout, batch: int = 1) -> dict[str, np.ndarray]:
 
 
 def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens: int,
-                    eos_ids: set[int]) -> Iterator[int]:
-    """Greedy decoding: one prefill pass over the prompt, then one pass per new token."""
-    past = empty_cache(layout)
-    new = np.asarray([ids], np.int64)  # (1, S)
-    total = 0
-    for _ in range(max_new_tokens):
-        seq = new.shape[1]
+                    eos_ids: set[int], cache: PrefixCache | None = None) -> Iterator[int]:
+    """Greedy decoding: one prefill pass over the prompt (only past its longest cached prefix),
+    then one pass per new token. The cache keeps the prompt's KV, and the whole turn's at its end,
+    so the next turn of the conversation starts from them."""
+    hit = cache.lookup(ids) if cache is not None else Lookup(0, None)
+    past = hit.past if hit.past is not None else empty_cache(layout)
+    fed = list(ids[: hit.tokens])  # the tokens `past` covers
+    new = np.asarray([ids[hit.tokens:]], np.int64)  # (1, S)
+    for i in range(max_new_tokens):
+        seq, total = new.shape[1], len(fed)
         feeds = {
             "input_ids": new,
             "attention_mask": np.ones((1, total + seq), np.int64),
@@ -72,24 +80,36 @@ def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens
             **past,
         }
         out = step(feeds)
-        total += seq
+        fed += new[0].tolist()
+        past = {name: out[p] for name, p in zip(layout.past_names(), layout.present_names(), strict=True)}
+        if cache is not None and i == 0:
+            cache.put(fed, past)
         token = int(np.argmax(out["logits"][0, -1]))
         if token in eos_ids:
-            return
+            break
         yield token
-        past = {name: out[p] for name, p in zip(layout.past_names(), layout.present_names(), strict=True)}
         new = np.asarray([[token]], np.int64)
+    if cache is not None and len(fed) > len(ids):
+        cache.put(fed, past)
 
 
-def stream_sentences(step: Step, layout: KVLayout, tokenizer, user_text: str,
-                     max_new_tokens: int, system: str = "") -> Iterator[Sentence]:
+def stream_sentences(step: Step, layout: KVLayout, tokenizer, user_text: str, max_new_tokens: int,
+                     system: str = "", history: list[dict[str, str]] | None = None,
+                     cache: PrefixCache | None = None) -> Iterator[Sentence]:
     """Yield each sentence of the reply as soon as its last token is generated."""
+    ids = prompt_ids(tokenizer, user_text, system, history)
+    return stream_reply(step, layout, tokenizer, ids, max_new_tokens, cache)
+
+
+def stream_reply(step: Step, layout: KVLayout, tokenizer, ids: list[int], max_new_tokens: int,
+                 cache: PrefixCache | None = None) -> Iterator[Sentence]:
+    """The reply to the prompt `ids`, sentence by sentence."""
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     generated: list[int] = []
     text_so_far = ""
     splitter = SentenceStream()
     index = 0
-    tokens = generate_tokens(step, layout, prompt_ids(tokenizer, user_text, system), max_new_tokens, eos)
+    tokens = generate_tokens(step, layout, ids, max_new_tokens, eos, cache)
     for token in tokens:
         generated.append(token)
         # Decode the whole reply and diff: byte-level BPE pieces are not valid text on their own.
@@ -103,3 +123,24 @@ def stream_sentences(step: Step, layout: KVLayout, tokenizer, user_text: str,
     for sentence in splitter.flush():
         yield Sentence(sentence, index)
         index += 1
+
+
+def ort_decoder(model_dir) -> tuple[Step, KVLayout, object]:
+    """(step, layout, tokenizer) of the Hugging Face LLM at `model_dir`, exported as the served
+    `llm_decoder` and run by ONNX Runtime in this process (tests and benchmarks)."""
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from talkserve.export import export_llm_decoder
+    from talkserve.models.llm import load_llm
+
+    model, tokenizer = load_llm(Path(model_dir))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "decoder.onnx"
+        export_llm_decoder(model, path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    layout = KVLayout.from_config(model.config)
+    names = layout.output_names()
+    return (lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))), layout, tokenizer

@@ -35,6 +35,13 @@ class LLMRecipe(Strict):
     max_new_tokens: int = Field(96, ge=1, description="Reply length when the request does not say")
     max_new_tokens_limit: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask")
     instances: int = Field(2, ge=1, description="Concurrent generation loops (python model instances)")
+    max_history_turns: int = Field(32, ge=0, le=256, description="Most earlier turns a request's history may carry")
+    max_prompt_tokens: int = Field(
+        400, ge=8, description="Longest prompt (system + history + text) in tokens; with max_new_tokens it must fit "
+                               "the model's context (the starter's is 512)")
+    prefix_cache_mib: float = Field(
+        64.0, ge=0, description="Prefix KV cache per llm instance (MiB, LRU): a new turn prefills only past the "
+                                "longest cached prefix of its prompt; 0 = off")
     cpu_nice: int = Field(
         10, ge=0, le=19,
         description="Scheduling niceness of the llm and llm_decoder processes on the CPU target. Text runs "

@@ -63,7 +63,8 @@ def python_model(name: str, inputs, outputs, params: dict[str, object], instance
 
 
 # Optional request fields of both ensembles, all consumed by llm.
-OPTIONAL_INPUTS = [("max_new_tokens", T.TYPE_INT32), ("emotion", T.TYPE_STRING), ("conversation_id", T.TYPE_STRING)]
+OPTIONAL_INPUTS = [("max_new_tokens", T.TYPE_INT32), ("emotion", T.TYPE_STRING), ("conversation_id", T.TYPE_STRING),
+                   ("history", T.TYPE_STRING)]
 # What llm streams with each sentence: the sentence, and what later steps need from the request.
 SENTENCE = {"reply_text": "sentence_text", "chunk_index": "sentence_index", "avatar_id": "sentence_avatar_id",
             "started_at": "request_started_at", "emotion": "sentence_emotion", "turn": "sentence_turn",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from talkserve.client import Chunk, TalkClient
+from talkserve.conversation import Conversation
 from talkserve.media import Mp4Writer
 
 STAGES = ("asr", "llm", "llm_decoder", "tts", "lipsync", "wav2lip")
@@ -62,14 +63,21 @@ def compute_seconds(client: TalkClient) -> dict[str, float]:
 
 
 def speak(url: str, text: str | None, avatar_id: str, output: Path, max_new_tokens: int | None = None,
-          emotion: str | None = None, audio: tuple[np.ndarray, int] | None = None) -> SpeakResult:
-    """Say `text`, or the utterance `audio` = (PCM, sample rate), and write the reply as mp4."""
+          emotion: str | None = None, audio: tuple[np.ndarray, int] | None = None,
+          conversation: Conversation | None = None) -> SpeakResult:
+    """Say `text`, or the utterance `audio` = (PCM, sample rate), and write the reply as mp4; within
+    `conversation` (its history is sent, and the exchange recorded in it) when given."""
     writer = Mp4Writer(output)
     chunks: list[Chunk] = []
     with TalkClient(url) as client:
         before = compute_seconds(client)
-        reply = (client.stream_voice(*audio, avatar_id, max_new_tokens, emotion=emotion) if audio is not None
-                 else client.stream(text, avatar_id, max_new_tokens, emotion=emotion))
+        kw = {"max_new_tokens": max_new_tokens, "emotion": emotion}
+        if conversation is not None:
+            reply = (conversation.say_voice(*audio, client, **kw) if audio is not None
+                     else conversation.say(text, client, **kw))
+        else:
+            reply = (client.stream_voice(*audio, avatar_id, **kw) if audio is not None
+                     else client.stream(text, avatar_id, **kw))
         try:
             for chunk in reply:
                 writer.add(chunk.video, chunk.audio, chunk.sample_rate)

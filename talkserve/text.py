@@ -61,3 +61,44 @@ class SentenceStream:
     def flush(self) -> list[str]:
         rest, self.buffer = self.buffer.strip(), ""
         return [rest] if rest else []
+
+
+ROLES = ("user", "assistant")
+MAX_HISTORY_MESSAGES = 32
+
+
+def decode_history(raw: bytes, max_messages: int = MAX_HISTORY_MESSAGES, max_chars: int = MAX_TEXT_CHARS
+                   ) -> list[dict[str, str]]:
+    """The `history` field: UTF-8 JSON, a list of {"role", "content"} turns, user and assistant
+    alternating from a user turn to an assistant turn (the new `text` is the next user turn).
+    Raises RequestError naming `history` and what is wrong with it."""
+    import json
+
+    try:
+        turns = json.loads(raw.decode("utf-8")) if raw.strip() else []
+    except UnicodeDecodeError as e:
+        raise RequestError("history", f"not valid UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise RequestError("history", f"not JSON ({e.msg} at character {e.pos})") from None
+    if not isinstance(turns, list):
+        raise RequestError("history", f"must be a JSON list of turns, got {type(turns).__name__}")
+    if len(turns) > max_messages:
+        raise RequestError("history", f"has {len(turns)} turns, the limit is {max_messages}")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or set(turn) != {"role", "content"}:
+            raise RequestError("history", f"turn {i} must be an object with exactly 'role' and 'content'")
+        expected = ROLES[i % 2]
+        if turn["role"] != expected:
+            raise RequestError("history", f"turn {i} has role {turn['role']!r}; turns alternate user, assistant "
+                                          f"(starting with user), so it must be {expected!r}")
+        if not isinstance(turn["content"], str):
+            raise RequestError("history", f"turn {i} content must be a string")
+        try:
+            content = decode_text(turn["content"].encode("utf-8", "surrogatepass"), "history", max_chars)
+        except RequestError as e:
+            raise RequestError("history", f"turn {i} content {str(e).removeprefix('history: ')}") from None
+        out.append({"role": expected, "content": content})
+    if len(out) % 2:
+        raise RequestError("history", "must end with an assistant turn (the new text is the next user turn)")
+    return out

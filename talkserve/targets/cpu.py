@@ -107,7 +107,8 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
         {"kv_layout": json.dumps(asdict(layout)), "max_new_tokens": recipe.llm.max_new_tokens,
          "max_new_tokens_limit": recipe.llm.max_new_tokens_limit,
          "max_text_chars": recipe.serving.max_text_chars, "avatar_db": recipe.serving.resolved_avatar_db(),
-         "cpu_nice": recipe.llm.cpu_nice},
+         "cpu_nice": recipe.llm.cpu_nice, "max_history_turns": recipe.llm.max_history_turns,
+         "max_prompt_tokens": recipe.llm.max_prompt_tokens, "prefix_cache_mib": recipe.llm.prefix_cache_mib},
         instances=recipe.llm.instances, decoupled=True,
     )
     repo.write_config(root / "llm", llm)

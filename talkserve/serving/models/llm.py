@@ -15,10 +15,11 @@ from transformers import AutoTokenizer
 from talkserve.avatars import AvatarStore
 from talkserve.drain import refuse_if_draining
 from talkserve.emotion import parse_emotion, style
-from talkserve.generate import stream_sentences
+from talkserve.generate import prompt_ids, stream_reply
 from talkserve.models.layout import KVLayout
+from talkserve.prefix_cache import PrefixCache
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
-from talkserve.text import RequestError, decode_text
+from talkserve.text import RequestError, decode_history, decode_text
 from talkserve.turns import Turns
 
 
@@ -36,6 +37,9 @@ class TritonPythonModel:
         self.default_tokens = int(p["max_new_tokens"])
         self.token_limit = int(p["max_new_tokens_limit"])
         self.max_chars = int(p["max_text_chars"])
+        self.max_history = int(p.get("max_history_turns", "32"))
+        self.max_prompt = int(p.get("max_prompt_tokens", "400"))
+        self.cache = PrefixCache(int(float(p.get("prefix_cache_mib", "64")) * 2**20))
         self.store = AvatarStore(p["avatar_db"])
         self.turns = Turns()
         self.decoder_outputs = self.layout.output_names()
@@ -49,7 +53,22 @@ class TritonPythonModel:
                                 [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
         self.rejected = m.counters_by("talkserve_requests_rejected_total", "Requests refused as invalid, by field",
                                       "field", ["text", "avatar_id", "max_new_tokens", "emotion",
-                                                "conversation_id"])
+                                                "conversation_id", "history"])
+        self.cache_lookups = m.counters_by("talkserve_llm_prefix_cache_lookups_total",
+                                           "Prefix KV cache lookups, by result", "result", ["hit", "miss"])
+        self.cache_tokens = m.counter("talkserve_llm_prefix_cache_reused_tokens_total",
+                                      "Prompt tokens whose prefill the prefix cache saved")
+        self.cache_bytes = m.gauge("talkserve_llm_prefix_cache_bytes", "Bytes held by the prefix KV cache")
+
+    def _prompt(self, request, text: str, system: str) -> list[int]:
+        """The prompt's token ids: system, the request's history (validated), the new text."""
+        raw = optional_input(request, "history")
+        history = [] if raw is None else decode_history(bytes(raw.reshape(-1)[0]), self.max_history, self.max_chars)
+        ids = prompt_ids(self.tokenizer, text, system, history)
+        if len(ids) > self.max_prompt:
+            raise RequestError("history" if history else "text",
+                               f"the prompt is {len(ids)} tokens, the limit is {self.max_prompt}: send fewer turns")
+        return ids
 
     def _validate(self, request) -> tuple[str, str, int, str, str]:
         text = decode_text(scalar_bytes(request, "text"), "text", self.max_chars)
@@ -76,6 +95,7 @@ class TritonPythonModel:
         start = time.time() if given is None else float(given.reshape(-1)[0])
         try:
             text, avatar_id, max_new_tokens, emotion, conversation = self._validate(request)
+            ids = self._prompt(request, text, style(emotion).prompt)
         except RequestError as e:
             self.rejected[e.field].increment(1)
             raise
@@ -99,9 +119,9 @@ class TritonPythonModel:
             return out
 
         self.active.increment(1)
+        before = (self.cache.hits, self.cache.misses, self.cache.reused_tokens)  # requests run one at a time
         try:
-            for sentence in stream_sentences(step, self.layout, self.tokenizer, text, max_new_tokens,
-                                             style(emotion).prompt):
+            for sentence in stream_reply(step, self.layout, self.tokenizer, ids, max_new_tokens, self.cache):
                 sender.send(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", np.array([sentence.text.encode()], dtype=np.object_)),
                     pb_utils.Tensor("chunk_index", np.array([sentence.index], np.int32)),
@@ -111,6 +131,11 @@ class TritonPythonModel:
             return
         finally:
             self.active.increment(-1)
+            c = self.cache
+            self.cache_lookups["hit"].increment(c.hits - before[0])
+            self.cache_lookups["miss"].increment(c.misses - before[1])
+            self.cache_tokens.increment(c.reused_tokens - before[2])
+            self.cache_bytes.set(c.bytes)
 
     def execute(self, requests):
         stream_each(requests, self._stream, self.metrics)
