@@ -1,8 +1,9 @@
 """Benchmark: a compression preset vs. FP32 on the published-size Wav2Lip and HiFi-GAN V1 (ONNX Runtime, CPU).
 
 Both sides are measured in this one run on this machine; prints size and latency ratios and every gate.
-The teachers are the models at the published sizes with random init (no weights ship with us);
-the HiFi-GAN teacher is first fitted to the Piper voice's real speech for `--teacher-fit-steps`
+The Wav2Lip teacher is our trained starter (`talkserve train-lipsync`); the HiFi-GAN teacher is
+random-init at the published size (no HiFi-GAN weights ship with us), first fitted to the Piper
+voice's real speech for `--teacher-fit-steps`
 (see talkserve/models/train_vocoder.py: with the official init alone it emits a constant, and
 STOI/PESQ against a constant measure nothing). Each student is compared with exactly its teacher.
 

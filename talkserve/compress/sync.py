@@ -10,8 +10,7 @@ from talkserve.audio import frame_count, mel_windows, wav2lip_mel
 from talkserve.avatars import Avatar
 from talkserve.compress import gates as G
 from talkserve.lipsync import face_input
-from talkserve.lipsync.frames import Generator
-from talkserve.lipsync.landmarks import mouth_box
+from talkserve.lipsync.frames import Generator, identity_pixels, match_colour, mouth_in_crop
 from talkserve.lipsync.warp import WarpConfig, WarpRig, mouth_shapes, speech_envelope
 from talkserve.models.layout import FACE_SIZE
 
@@ -23,25 +22,29 @@ def crop96(frame: np.ndarray, box) -> np.ndarray:
     return cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
 
 
-def mouth_in_crop(avatar: Avatar, cfg: WarpConfig | None = None) -> tuple[int, int, int, int]:
-    """The region a mouth movement may change (landmarks.mouth_box), in 96×96 crop pixels."""
-    cfg = cfg or WarpConfig()
-    mx1, my1, mx2, my2 = mouth_box(avatar.landmarks, avatar.portrait.shape, cfg.max_open * cfg.jaw_follow)
-    x1, y1, x2, y2 = avatar.box
-    sx, sy = FACE_SIZE / (x2 - x1), FACE_SIZE / (y2 - y1)
-    clip = lambda v: int(np.clip(v, 0, FACE_SIZE))  # noqa: E731
-    return clip((mx1 - x1) * sx), clip((my1 - y1) * sy), clip(np.ceil((mx2 - x1) * sx)), clip(np.ceil((my2 - y1) * sy))
-
-
 def wav2lip_faces(generator: Generator, avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0,
-                  batch: int = 32) -> np.ndarray:
-    """(n, 96, 96, 3) uint8 RGB: the generator's faces for every frame of the sentence."""
+                  batch: int = 32, colour: bool = True) -> np.ndarray:
+    """(n, 96, 96, 3) uint8 RGB: the generator's faces for every frame of the sentence, colour
+    matched to the photo as served (`colour=False`: the network's raw output)."""
     n = frame_count(len(audio), sr, fps)
     mels = mel_windows(wav2lip_mel(audio, sr), n, fps)
     face = face_input(avatar.face, 1)
-    outs = [generator(mels[i:i + batch], np.repeat(face, len(mels[i:i + batch]), 0)) for i in range(0, n, batch)]
-    bgr = np.concatenate(outs).transpose(0, 2, 3, 1)
+    outs = np.concatenate([generator(mels[i:i + batch], np.repeat(face, len(mels[i:i + batch]), 0))
+                           for i in range(0, n, batch)])
+    if colour:
+        outs = match_colour(outs, face[0, 3:], identity_pixels(avatar))
+    bgr = outs.transpose(0, 2, 3, 1)
     return (np.clip(bgr[..., ::-1], 0, 1) * 255).round().astype(np.uint8)
+
+
+def delivered_faces(generator: Generator, avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0
+                    ) -> np.ndarray:
+    """(n, 96, 96, 3): the served Wav2Lip frames (colour matched, feathered paste-back) cropped back
+    to the face box, i.e. what a viewer sees of the face."""
+    from talkserve.lipsync import animate
+
+    frames = np.concatenate([p.frames for p in animate(audio, sr, avatar, generator, fps, 32, 32)])
+    return np.stack([crop96(f, avatar.box) for f in frames])
 
 
 def warp_faces(avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0, cfg: WarpConfig | None = None

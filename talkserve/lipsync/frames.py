@@ -33,6 +33,36 @@ def face_input(face_rgb: np.ndarray, n: int) -> np.ndarray:
     return np.broadcast_to(pair, (n, *pair.shape)).copy()
 
 
+def mouth_in_crop(avatar: Avatar, open_room: float = 0.3) -> tuple[int, int, int, int]:
+    """The region a mouth movement may change (landmarks.mouth_box), in 96×96 crop pixels."""
+    from talkserve.lipsync.landmarks import mouth_box
+
+    mx1, my1, mx2, my2 = mouth_box(avatar.landmarks, avatar.portrait.shape, open_room)
+    x1, y1, x2, y2 = avatar.box
+    sx, sy = FACE_SIZE / (x2 - x1), FACE_SIZE / (y2 - y1)
+    clip = lambda v: int(np.clip(v, 0, FACE_SIZE))  # noqa: E731
+    return clip((mx1 - x1) * sx), clip((my1 - y1) * sy), clip(np.ceil((mx2 - x1) * sx)), clip(np.ceil((my2 - y1) * sy))
+
+
+def identity_pixels(avatar: Avatar) -> np.ndarray:
+    """(96, 96) bool: the face crop outside the mouth region, where output should equal the photo."""
+    keep = np.ones((FACE_SIZE, FACE_SIZE), bool)
+    x1, y1, x2, y2 = mouth_in_crop(avatar)
+    keep[y1:y2, x1:x2] = False
+    return keep
+
+
+def match_colour(faces: np.ndarray, reference: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(n, 3, 96, 96) generated faces with each channel's mean and spread matched to the reference
+    face (3, 96, 96) over the `keep` pixels (outside the mouth, where both show the same skin).
+    A generator drifts in colour on faces unlike its training set; the photo says what is right."""
+    x = faces[:, :, keep]  # (n, 3, K)
+    y = reference[:, keep][None]  # (1, 3, K)
+    gain = np.clip(y.std(-1, keepdims=True) / np.maximum(x.std(-1, keepdims=True), 1e-4), 0.5, 2.0)
+    offset = y.mean(-1, keepdims=True) - gain * x.mean(-1, keepdims=True)
+    return np.clip(faces * gain[..., None] + offset[..., None], 0.0, 1.0).astype(np.float32)
+
+
 def paste_mask(avatar: Avatar) -> np.ndarray:
     """(h, w, 1) float32 blend weights over the face box: 1 on the lower face (jaw to the base of
     the nose, from the landmarks), feathered to 0 before the eyes and the box's edges, so eyes and
@@ -104,14 +134,15 @@ def stream_parts(audio: np.ndarray, sr: int, render: Renderer, fps: float = 25.0
 def animate(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, fps: float = 25.0,
             first_part: int = 6, part: int = 25) -> Iterator[Part]:
     """Wav2Lip: the mel over the whole sentence (windows near part edges see real context), the
-    generator per part, the feathered paste-back."""
+    generator per part, its colour matched to the photo, the feathered paste-back."""
     n = frame_count(len(audio), sr, fps)
     mels = mel_windows(wav2lip_mel(audio, sr), n, fps, MEL_STEP)
     face = face_input(avatar.face, 1)
-    mask = paste_mask(avatar)
+    mask, keep = paste_mask(avatar), identity_pixels(avatar)
 
     def render(start: int, end: int) -> np.ndarray:
-        return paste_back(avatar, generator(mels[start:end], np.repeat(face, end - start, axis=0)), mask)
+        out = generator(mels[start:end], np.repeat(face, end - start, axis=0))
+        return paste_back(avatar, match_colour(out, face[0, 3:], keep), mask)
 
     return stream_parts(audio, sr, render, fps, first_part, part)
 

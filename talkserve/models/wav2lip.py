@@ -101,16 +101,16 @@ def wav2lip_state_dict(model: nn.Module) -> dict:
     return {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}
 
 
-def load_wav2lip(path: str | Path | None, seed: int = 0) -> Wav2Lip:
-    """Load an official Wav2Lip checkpoint; `None` gives the random-init starter at the same size."""
+STARTER = Path(__file__).resolve().parent.parent / "assets" / "starter_wav2lip" / "wav2lip.pth"
+
+
+def load_wav2lip(path: str | Path | None = None) -> Wav2Lip:
+    """Load a Wav2Lip checkpoint in the official layout; `None` = our starter weights, trained by
+    `talkserve train-lipsync` (fp16 in the same layout; loaded into the fp32 model)."""
     from talkserve.models.shapes import read_checkpoint
 
     model = Wav2Lip()
-    if path is None:
-        torch.manual_seed(seed)
-        model = Wav2Lip()
-        return model.eval()
-    path = Path(path)
+    path = Path(path) if path is not None else STARTER
     ckpt = read_checkpoint(path, "Wav2Lip")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
