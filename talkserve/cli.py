@@ -197,6 +197,9 @@ def say(
     url: Annotated[str, typer.Option(help="Triton gRPC address")] = "127.0.0.1:8001",
     max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit")] = None,
     emotion: Annotated[str | None, typer.Option(help=EMOTION_HELP)] = None,
+    conversation: Annotated[str | None, typer.Option(
+        help="Keep a conversation of this name: its history ($TALKSERVE_HOME/conversations/NAME.json) is sent "
+             "and this exchange added")] = None,
 ) -> None:
     """Ask the served digital human (text, or speech with --audio); write its reply as H.264 + AAC mp4."""
     from talkserve.audio import read_wav
@@ -205,10 +208,27 @@ def say(
     if (text is None) == (audio is None):
         fail("give either TEXT or --audio, not both or neither", 2)
     try:
-        result = speak(url, text, avatar, output, max_new_tokens, emotion, read_wav(audio) if audio else None)
+        conv = load_conversation(conversation, avatar)
+        result = speak(url, text, avatar, output, max_new_tokens, emotion, read_wav(audio) if audio else None, conv)
+        if conv is not None:
+            conv.save(conversation_path(conversation))
     except Exception as e:  # a CLI reports the error; it does not print a traceback
         fail(str(e))
     typer.echo(result.summary())
+
+
+def conversation_path(name: str) -> Path:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise ValueError(f"conversation name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+    return talkserve_home() / "conversations" / f"{name}.json"
+
+
+def load_conversation(name: str | None, avatar: str):
+    from talkserve.conversation import Conversation
+
+    return None if name is None else Conversation.load(None, conversation_path(name), avatar)
 
 
 @app.command()
@@ -219,6 +239,8 @@ def converse(
     url: Annotated[str, typer.Option(help="Triton gRPC address")] = "127.0.0.1:8001",
     emotion: Annotated[str | None, typer.Option(help=EMOTION_HELP)] = None,
     realtime: Annotated[bool, typer.Option(help="Feed the WAV at the speed it was spoken (as a microphone)")] = True,
+    conversation: Annotated[str | None, typer.Option(
+        help="Continue (and save) the conversation of this name, as `say --conversation` does")] = None,
 ) -> None:
     """Stream a WAV in real-time chunks: silero-vad splits turns, each turn gets a streamed reply, and
     speech that starts while a reply plays barges in (the old reply is cancelled on the server)."""
@@ -226,7 +248,10 @@ def converse(
     from talkserve.converse import converse as run
 
     try:
-        replies = run(url, *read_wav(audio), avatar, out_dir, emotion=emotion, realtime=realtime)
+        conv = load_conversation(conversation, avatar)
+        replies = run(url, *read_wav(audio), avatar, out_dir, emotion=emotion, realtime=realtime, conversation=conv)
+        if conv is not None:
+            conv.save(conversation_path(conversation))
     except Exception as e:  # a CLI reports the error; it does not print a traceback
         fail(str(e))
     for r in replies:
@@ -317,7 +342,7 @@ def demo(
     start = time.monotonic()
     recipe = Recipe()
     current = do_build(recipe, repository)
-    AvatarStore(recipe.serving.resolved_avatar_db()).add(SAMPLE_PORTRAIT, "sample", replace=True)
+    avatar = AvatarStore(recipe.serving.resolved_avatar_db()).add(SAMPLE_PORTRAIT, "sample", replace=True)
     typer.echo("registered avatar 'sample' (sample portrait)")
     ports = Ports.free()
     log = repository / "tritonserver.log"
@@ -325,19 +350,61 @@ def demo(
         typer.echo(f"tritonserver ready on grpc :{ports.grpc} (log: {log})")
         result = speak(f"127.0.0.1:{ports.grpc}", text, "sample", output)
     typer.echo(result.summary())
-    typer.echo(f"demo done in {time.monotonic() - start:.1f}s → {output}")
+    strip = write_strip(result, avatar, output.with_name(f"{output.stem}-frames.png"))
+    typer.echo(f"demo done in {time.monotonic() - start:.1f}s → {output}, {strip}")
+
+
+def write_strip(result, avatar, path: Path) -> Path:
+    """The first sentence's frames as a picture, mouth enlarged (media.frame_strip)."""
+    import numpy as np
+
+    from talkserve.lipsync.landmarks import mouth_box
+    from talkserve.media import frame_strip
+
+    first = [c.video for c in result.chunks if c.index == result.chunks[0].index]
+    return frame_strip(np.concatenate(first), avatar.box, mouth_box(avatar.landmarks, avatar.portrait.shape, 0.3),
+                       path)
 
 
 @app.command("train-llm")
 def train_llm(
     out: Annotated[Path, typer.Option(help="Hugging Face directory to write")] = Path("starter_llm"),
-    steps: Annotated[int, typer.Option(help="Optimizer steps")] = 1200,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: the starter's schedule)")] = None,
 ) -> None:
     """Train the starter LLM (tiny Llama) on the built-in corpus; reproducible from its seed."""
     from talkserve.models.train_llm import TrainConfig, train
 
-    train(out, TrainConfig(steps=steps))
+    train(out, TrainConfig() if steps is None else TrainConfig(steps=steps))
     typer.echo(f"starter LLM → {out}")
+
+
+@app.command("train-lipsync")
+def train_lipsync(
+    out: Annotated[Path, typer.Option(help="Directory for wav2lip.pth, config.json and the resumable state")] = Path(
+        "starter_wav2lip"),
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: the starter's schedule)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Frames per step")] = None,
+    video: Annotated[Path | None, typer.Option(help="Train on this talking video (its frames and audio)")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from this checkpoint (official layout)")] = None,
+    audio: Annotated[list[Path] | None, typer.Option(help="Extra speech WAVs for the procedural teacher")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the init and of every batch")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/train_state.pt when present")] = True,
+) -> None:
+    """Train Wav2Lip (published size, official layout): from the procedural warp teacher, or on a video."""
+    from talkserve.models.train_lipsync import LipsyncTrainConfig, train
+
+    given = {"steps": steps, "batch_size": batch_size, "video": video and str(video), "init": init and str(init)}
+    if video is not None and not video.is_file():
+        fail(f"{video}: no such file")
+    for wav in audio or []:
+        if not wav.is_file():
+            fail(f"{wav}: no such file")
+    cfg = LipsyncTrainConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
+    try:
+        path = train(out, cfg, audio or [], resume=resume)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(f"Wav2Lip checkpoint → {path} (config beside it)")
 
 
 def main() -> None:  # pragma: no cover

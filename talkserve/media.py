@@ -91,3 +91,29 @@ def probe(path: str | Path) -> dict:
     with av.open(str(path)) as c:
         samples = sum(f.samples for f in c.decode(c.streams.audio[0]))
     return {**info, "audio_seconds": samples / info["sample_rate"]}
+
+
+def frame_strip(frames: np.ndarray, face_box, mouth_box, path: str | Path, count: int = 8, fps: int = 25,
+                tile: int = 160) -> Path:
+    """PNG of `count` frames spread over `frames` (n, H, W, 3): each the face, with its mouth
+    enlarged below it and the frame's time, so lip movement can be seen without playing the mp4."""
+    import cv2
+
+    picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    fx1, fy1, fx2, fy2 = face_box
+    mx1, my1, mx2, my2 = mouth_box
+    tiles = []
+    for i in picks:
+        face = cv2.resize(frames[i][fy1:fy2, fx1:fx2], (tile, tile), interpolation=cv2.INTER_AREA)
+        mouth = frames[i][my1:my2, mx1:mx2]
+        mouth = cv2.resize(mouth, (tile, max(1, round(tile * mouth.shape[0] / max(1, mouth.shape[1])))),
+                           interpolation=cv2.INTER_CUBIC)
+        col = np.concatenate([face, mouth, np.full((22, tile, 3), 255, np.uint8)])
+        cv2.putText(col, f"{i / fps:.2f}s", (6, col.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        tiles.append(np.pad(col, ((0, 0), (0, 4), (0, 0)), constant_values=255))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part.png")
+    cv2.imwrite(str(tmp), cv2.cvtColor(np.concatenate(tiles, axis=1), cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)
+    return path

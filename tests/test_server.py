@@ -147,6 +147,18 @@ BAD_REQUESTS = {
     "missing input": ([bytes_input("text", [b"Hi."])], "avatar_id"),
     "max_new_tokens out of range": ([bytes_input("text", [b"Hi."]), bytes_input("avatar_id", [b"sample"]),
                                      int_input("max_new_tokens", [0])], "max_new_tokens: 0 is outside 1..256"),
+    "history not JSON": ([bytes_input("text", [b"Why?"]), bytes_input("avatar_id", [b"sample"]),
+                          bytes_input("history", [b"[{role: user}"])], "history: not JSON"),
+    "history with a wrong role": (
+        [bytes_input("text", [b"Why?"]), bytes_input("avatar_id", [b"sample"]),
+         bytes_input("history", [b'[{"role": "system", "content": "hi"}, {"role": "assistant", "content": "x"}]'])],
+        "history: turn 0 has role 'system'"),
+    "history too long": (
+        [bytes_input("text", [b"Why?"]), bytes_input("avatar_id", [b"sample"]),
+         bytes_input("history", [("[" + ",".join(['{"role": "user", "content": "Tell me a long story."}, '
+                                                  '{"role": "assistant", "content": "' + "Once upon a time. " * 50
+                                                  + '"}'] * 3) + "]").encode()])],
+        "history: the prompt is"),
 }
 
 
@@ -192,3 +204,39 @@ def test_cli_say_writes_mp4(url, tmp_path):
                           "-o", str(tmp_path / "no.mp4"), "--url", url], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "ghost" in bad.stderr
     assert list(tmp_path.iterdir()) == [out]  # the failed reply left no file, partial or not
+
+
+def test_a_conversation_follows_up_on_its_history(server, url):
+    from talkserve.models.corpus import FOLLOW_UPS
+
+    before = sum(metric(server, "talkserve_llm_prefix_cache_lookups_total", result=r) for r in ("hit", "miss"))
+    with TalkClient(url) as client:
+        conv = client.conversation("sample")
+        first = [c.text for c in conv.say("What is pruning?") if c.part == 0]
+        follow = [c.text for c in conv.say("Tell me more.") if c.part == 0]
+    more = next(m for q, m, _ in FOLLOW_UPS if q == "What is pruning?")
+    assert follow[0] == more.split(". ")[0] + "."  # the server saw the first turn
+    assert conv.history[0] == {"role": "user", "content": "What is pruning?"}
+    assert conv.history[1]["content"] == " ".join(first) and len(conv.history) == 4
+    after = sum(metric(server, "talkserve_llm_prefix_cache_lookups_total", result=r) for r in ("hit", "miss"))
+    assert after - before == 2  # one lookup per request, hit or miss
+
+
+def test_cli_say_keeps_a_named_conversation(url, tmp_path):
+    import json
+    import os
+
+    env = {**os.environ, "TALKSERVE_HOME": str(tmp_path)}
+
+    def say(text: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "talkserve.cli", "say", text, "--avatar", "sample", "-o",
+                               str(tmp_path / "r.mp4"), "--url", url, "--conversation", "demo-1"],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    assert say("Tell me a joke.").returncode == 0
+    second = say("Why?")
+    assert second.returncode == 0, second.stderr
+    saved = json.loads((tmp_path / "conversations" / "demo-1.json").read_text())
+    assert [t["role"] for t in saved["history"]] == ["user", "assistant"] * 2
+    assert saved["history"][2]["content"] == "Why?"
+    assert "two kinds of bugs" in saved["history"][3]["content"]  # the why of the joke, from turn one
