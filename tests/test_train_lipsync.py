@@ -48,10 +48,16 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
         train(tmp_path / "cut", LipsyncTrainConfig(**TINY))
     assert not (tmp_path / "cut" / "wav2lip.pth").exists()
     monkeypatch.setattr(TeacherData, "batch", real)
+    assert (tmp_path / "cut" / "train_state.pt").exists()
     resumed = weights(train(tmp_path / "cut", LipsyncTrainConfig(**TINY)))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert not (tmp_path / "cut" / "train_state.pt").exists()  # a finished run leaves only its weights
+    monkeypatch.setattr(TeacherData, "batch", stop_at_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "other", LipsyncTrainConfig(**TINY))
+    monkeypatch.setattr(TeacherData, "batch", real)
     with pytest.raises(ValueError, match="another config"):
-        train(tmp_path / "cut", LipsyncTrainConfig(**{**TINY, "lr": 1e-3}))
+        train(tmp_path / "other", LipsyncTrainConfig(**{**TINY, "lr": 1e-3}))
 
 
 def talking_clip(path, seconds: float = 2.0):

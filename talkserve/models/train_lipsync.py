@@ -13,8 +13,8 @@ setting on a real talking video — its own frames are the targets, its own audi
 random other frame the reference — how a user gets a model of their own presenter.
 
 Writes `wav2lip.pth` ({"state_dict": {"module.…": fp16}}: what `load_wav2lip` reads, like the
-official files) and `config.json` (this config + what it trained on) beside it; `train_state.pt`
-holds the resumable state (weights, optimizer, step). Each step's batch is drawn from an RNG
+official files) and `config.json` (this config + what it trained on) beside it; while it runs,
+`train_state.pt` holds the resumable state (weights, optimizer, step; removed once it finishes). Each step's batch is drawn from an RNG
 seeded by (seed, step), so a resumed run continues exactly as an uninterrupted one.
 """
 
@@ -300,7 +300,9 @@ def train(out: Path, cfg: LipsyncTrainConfig, wavs: list[Path] = (), resume: boo
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
                           "losses": losses, "config": cfg.model_dump(mode="json")}, state_path)
-    return write_starter(model, out, cfg, data.summary, losses)
+    path = write_starter(model, out, cfg, data.summary, losses)
+    state_path.unlink(missing_ok=True)  # ~440 MB that only an unfinished run needs
+    return path
 
 
 def write_starter(model: Wav2Lip, out: Path, cfg: LipsyncTrainConfig, summary: dict, losses: list[float]) -> Path:

@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from talkserve.models.corpus import pairs
+from talkserve.models.corpus import conversations, pairs
 
 BOS, EOS, PAD, USER, ASSISTANT = "<|bos|>", "<|eos|>", "<|pad|>", "<|user|>", "<|assistant|>"
 # Jinja template in the Hugging Face convention, so serving code calls apply_chat_template for
@@ -40,7 +40,7 @@ class TrainConfig(BaseModel):
     num_attention_heads: int = Field(6, description="Query heads")
     num_key_value_heads: int = Field(2, description="KV heads (GQA: 3 query heads per KV group)")
     max_position_embeddings: int = Field(512, description="Longest context")
-    steps: int = Field(1200, description="Optimizer steps")
+    steps: int = Field(1600, description="Optimizer steps")
     batch_size: int = Field(32, description="Sequences per step")
     lr: float = Field(3e-3, description="Peak AdamW learning rate (cosine decay)")
     seed: int = Field(0, description="Seed for data order and init")
@@ -69,11 +69,10 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 
 def encode_dialogues(tokenizer) -> list[list[int]]:
-    seqs = []
-    for question, reply in pairs():
-        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
-        seqs.append(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
-    return seqs
+    """Single-turn pairs, then the two-turn conversations whose follow-up needs the first turn."""
+    dialogues = [[{"role": "user", "content": q}, {"role": "assistant", "content": r}] for q, r in pairs()]
+    dialogues += conversations()
+    return [tokenizer.apply_chat_template(m, tokenize=True, return_dict=False) for m in dialogues]
 
 
 def batch(seqs: list[list[int]], size: int, pad_id: int, rng: random.Random):
@@ -93,7 +92,7 @@ def train(out: Path, cfg: TrainConfig | None = None) -> Path:
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    texts = [q + " " + r for q, r in pairs()]
+    texts = [q + " " + r for q, r in pairs()] + [" ".join(t["content"] for t in c) for c in conversations()]
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     seqs = encode_dialogues(tokenizer)
     model_cfg = LlamaConfig(
