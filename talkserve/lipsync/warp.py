@@ -86,8 +86,9 @@ def mouth_shapes(audio: np.ndarray, sr: int, fps: float, n: int, cfg: WarpConfig
     ref = float(np.percentile(voiced, 90)) if voiced.size else 0.0
     opening = np.clip((db - (ref - cfg.range_db)) / cfg.range_db, 0.0, 1.0) ** cfg.gamma
     opening[db <= cfg.gate_dbfs] = 0.0
-    if n >= 3:  # zero-lag smoothing: lips do not jump between frames
-        opening = np.convolve(np.pad(opening, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
+    if n >= 3:  # zero-lag smoothing while it sounds (lips do not jump); a silent frame stays closed
+        smooth = np.convolve(np.pad(opening, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
+        opening = np.where(opening > 0, smooth, 0.0)
     spread = np.clip((_centroid(frames) - 1500.0) / 900.0, -1.0, 1.0) * (opening > 0.05)
     return np.stack([opening, spread], axis=1).astype(np.float32)
 

@@ -42,7 +42,7 @@ CANVAS = 224  # augmented portraits are rendered at this size around the face
 class LipsyncTrainConfig(BaseModel):
     """Schedule and data of a train-lipsync run; saved beside the weights."""
 
-    steps: int = Field(1400, ge=1, description="Optimizer steps")
+    steps: int = Field(1000, ge=1, description="Optimizer steps")
     batch_size: int = Field(16, ge=1, description="Frames per step")
     lr: float = Field(6e-4, gt=0, description="Peak Adam learning rate (warm-up, then cosine decay to 10 %)")
     warmup: int = Field(30, ge=0, description="Linear learning-rate warm-up steps")
