@@ -206,9 +206,12 @@ def test_broken_model_fails_its_gate_by_name(data, tmp_path):
 
 
 def test_gate_directions():
-    results = check("m", {"mouth_psnr": 30.0, "mouth_ssim": 0.5}, C.Wav2LipGates())
-    assert [r.passed for r in results] == [True, False]
+    results = check("m", {"mouth_psnr": 30.0, "mouth_ssim": 0.5, "sync_r_drop": 0.01, "sync_lag_shift": 2.0,
+                          "sync_r": 0.8}, C.Wav2LipGates())
+    assert [r.passed for r in results] == [True, False, True, False, True]
     assert "mouth_ssim = 0.5 FAILS (must be >= 0.9)" in results[1].describe()
+    assert "sync_lag_shift = 2 FAILS (must be <= 1)" in results[3].describe()
+    assert "sync_r = 0.8 (reported, not gated)" in results[4].describe()
     assert not check("m", {"snr": 20, "stoi": 0.9, "pesq": float("nan")}, C.VocoderGates())[2].threshold
 
 

@@ -76,7 +76,8 @@ def test_starter_repository_configs(built):
     head = configs["talking_head"]
     assert head.platform == "ensemble" and head.model_transaction_policy.decoupled
     assert [s.model_name for s in head.ensemble_scheduling.step] == ["llm", "tts", "lipsync"]
-    assert [i.name for i in head.input] == ["text", "avatar_id", "max_new_tokens", "emotion", "conversation_id"]
+    assert [i.name for i in head.input] == ["text", "avatar_id", "max_new_tokens", "emotion", "conversation_id",
+                                            "history"]
     assert all(i.optional for i in head.input[2:])
     assert [o.name for o in head.output] == ["reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video"]
     voice = configs["talking_head_voice"]

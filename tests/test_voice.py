@@ -204,8 +204,9 @@ def test_cli_say_audio_and_converse_with_barge_in(url, voice, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "heard: What can you do?" in run.stdout and probe(out)["frames"] > 25
 
-    # Two turns: the second starts 2 s after the first ends, while the first reply still streams.
-    talk = np.concatenate([with_silence(voice.synthesize("How does this work?"), sr, 0.3, 2.0),
+    # Two turns: the second starts 3 s after the first ends, while the first reply (three long
+    # sentences) still streams.
+    talk = np.concatenate([with_silence(voice.synthesize("How does this work?"), sr, 0.3, 3.0),
                            voice.synthesize("What can you do?"), np.zeros(sr, np.float32)])
     write_wav(tmp_path / "talk.wav", talk, sr)
     run = subprocess.run([sys.executable, "-m", "talkserve.cli", "converse", str(tmp_path / "talk.wav"),

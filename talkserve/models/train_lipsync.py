@@ -14,8 +14,9 @@ random other frame the reference — how a user gets a model of their own presen
 
 Writes `wav2lip.pth` ({"state_dict": {"module.…": fp16}}: what `load_wav2lip` reads, like the
 official files) and `config.json` (this config + what it trained on) beside it; while it runs,
-`train_state.pt` holds the resumable state (weights, optimizer, step; removed once it finishes). Each step's batch is drawn from an RNG
-seeded by (seed, step), so a resumed run continues exactly as an uninterrupted one.
+`train_state.pt` holds the resumable state (weights, optimizer, step; removed once it finishes).
+Each step's batch is drawn from an RNG seeded by (seed, step), so a resumed run continues exactly
+as an uninterrupted one.
 """
 
 from __future__ import annotations
