@@ -19,10 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-JAW, NOSE, EYES = slice(0, 17), slice(27, 36), slice(36, 48)
 OUTER_LIPS, INNER_LIPS = slice(48, 60), slice(60, 68)
 INNER_UPPER, INNER_LOWER = [61, 62, 63], [67, 66, 65]  # paired top/bottom across the mouth
-DETECTOR_NAME = "dlib-68-ibug300w"
 
 
 class LandmarkError(ValueError):

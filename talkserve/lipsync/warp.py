@@ -151,10 +151,7 @@ class WarpRig:
         gx, gy = np.meshgrid(np.arange(x1, x2, dtype=np.float32), np.arange(y1, y2, dtype=np.float32))
         self.grid = np.stack([gx, gy], -1)  # (h, w, 2) absolute pixel coordinates
         self.roi = portrait[y1:y2, x1:x2]
-        inner = self.lm[L.INNER_LIPS]
         self.lip_colour = self._lip_colour()
-        self.rest_gap = float(np.mean(self.lm[L.INNER_LOWER, 1] - self.lm[L.INNER_UPPER, 1]))
-        self._inner = inner
 
     def _fields(self, opened: np.ndarray, spread: np.ndarray) -> np.ndarray:
         """(2, h, w, 2) displacement fields over the box, tapered to exactly 0 at its border."""
