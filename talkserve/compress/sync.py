@@ -10,16 +10,8 @@ from talkserve.audio import frame_count, mel_windows, wav2lip_mel
 from talkserve.avatars import Avatar
 from talkserve.compress import gates as G
 from talkserve.lipsync import face_input
-from talkserve.lipsync.frames import Generator, identity_pixels, match_colour, mouth_in_crop
+from talkserve.lipsync.frames import Generator, crop_face, faces_rgb, identity_pixels, match_colour, mouth_in_crop
 from talkserve.lipsync.warp import WarpConfig, WarpRig, mouth_shapes, speech_envelope
-from talkserve.models.layout import FACE_SIZE
-
-
-def crop96(frame: np.ndarray, box) -> np.ndarray:
-    import cv2
-
-    x1, y1, x2, y2 = box
-    return cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
 
 
 def wav2lip_faces(generator: Generator, avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0,
@@ -33,8 +25,7 @@ def wav2lip_faces(generator: Generator, avatar: Avatar, audio: np.ndarray, sr: i
                            for i in range(0, n, batch)])
     if colour:
         outs = match_colour(outs, face[0, 3:], identity_pixels(avatar))
-    bgr = outs.transpose(0, 2, 3, 1)
-    return (np.clip(bgr[..., ::-1], 0, 1) * 255).round().astype(np.uint8)
+    return faces_rgb(outs)
 
 
 def delivered_faces(generator: Generator, avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0
@@ -44,21 +35,14 @@ def delivered_faces(generator: Generator, avatar: Avatar, audio: np.ndarray, sr:
     from talkserve.lipsync import animate
 
     frames = np.concatenate([p.frames for p in animate(audio, sr, avatar, generator, fps, 32, 32)])
-    return np.stack([crop96(f, avatar.box) for f in frames])
+    return np.stack([crop_face(f, avatar.box) for f in frames])
 
 
 def warp_faces(avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0, cfg: WarpConfig | None = None
                ) -> np.ndarray:
     rig = WarpRig(avatar.portrait, avatar.landmarks, cfg)
     shapes = mouth_shapes(audio, sr, fps, frame_count(len(audio), sr, fps), rig.cfg)
-    return np.stack([crop96(rig.render(o, s), avatar.box) for o, s in shapes])
-
-
-def evaluate(faces: np.ndarray, avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0) -> dict[str, float]:
-    """sync_r, sync_lag, silent_closed, identity_psnr, identity_ssim of one sentence's faces."""
-    env = speech_envelope(audio, sr, fps, len(faces))
-    rest = float(G.mouth_openings(avatar.face[None])[0])
-    return {**G.lip_sync(G.mouth_openings(faces), env, rest), **G.identity(faces, avatar.face, mouth_in_crop(avatar))}
+    return np.stack([crop_face(rig.render(o, s), avatar.box) for o, s in shapes])
 
 
 def evaluate_sentences(faces_for, avatar: Avatar, clips: list[tuple[np.ndarray, int]], fps: float = 25.0

@@ -124,10 +124,10 @@ class Wav2LipTask(Task):
         return self._train
 
     def _sync(self, outs: list) -> dict[str, float]:
+        from talkserve.lipsync.frames import faces_rgb
         from talkserve.lipsync.warp import speech_envelope
 
-        faces = np.concatenate([(np.clip(o.transpose(0, 2, 3, 1)[..., ::-1], 0, 1) * 255).round().astype(np.uint8)
-                                for o in outs])
+        faces = np.concatenate([faces_rgb(o) for o in outs])
         env = np.concatenate([speech_envelope(a, sr, 25.0, len(o))
                               for (a, sr), o in zip(self.data.speech.held_out, outs, strict=False)])
         rest = float(G.mouth_openings(self.data.faces.held_out[:1])[0])

@@ -24,6 +24,17 @@ Renderer = Callable[[int, int], np.ndarray]
 LOWER_FACE = [*range(2, 15), 35, 34, 33, 32, 31]  # jaw and the base of the nose: what a mouth moves
 
 
+def crop_face(frame: np.ndarray, box) -> np.ndarray:
+    """(96, 96, 3) crop of `box` (x1, y1, x2, y2) from a frame, as Avatar.face is cut."""
+    x1, y1, x2, y2 = box
+    return cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def faces_rgb(out_bgr01: np.ndarray) -> np.ndarray:
+    """(n, 3, 96, 96) generator output (BGR in [0, 1]) → (n, 96, 96, 3) uint8 RGB."""
+    return (np.clip(out_bgr01.transpose(0, 2, 3, 1)[..., ::-1], 0, 1) * 255).round().astype(np.uint8)
+
+
 def face_input(face_rgb: np.ndarray, n: int) -> np.ndarray:
     """(n, 6, 96, 96) float32: lower-half-masked face ++ reference face, BGR in [0, 1] as trained."""
     bgr = face_rgb[..., ::-1].astype(np.float32) / 255.0

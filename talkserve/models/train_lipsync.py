@@ -32,6 +32,7 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
+from talkserve.lipsync.frames import crop_face
 from talkserve.models.layout import FACE_SIZE
 from talkserve.models.wav2lip import Wav2Lip, load_wav2lip, wav2lip_state_dict
 
@@ -117,11 +118,6 @@ def _augmented_rig(rgb: np.ndarray, box, lm: np.ndarray, rng: np.random.Generato
     return WarpRig(img, lm2.astype(np.float32)), tuple(np.clip(b, 0, CANVAS))
 
 
-def crop(frame: np.ndarray, box) -> np.ndarray:
-    x1, y1, x2, y2 = box
-    return cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
-
-
 def _mouth_weight(rig, box, weight: float) -> np.ndarray:
     """(96, 96) loss weights: 1, plus `weight` over the mouth region mapped into the crop."""
     x1, y1, x2, y2 = box
@@ -158,10 +154,10 @@ class TeacherData:
             rig, box = self.rigs[rng.integers(len(self.rigs))]
             clip = self.clips[rng.integers(len(self.clips))]
             i = rng.integers(len(clip.mels))
-            target = crop(rig.render(*clip.shapes[i]), box)
+            target = crop_face(rig.render(*clip.shapes[i]), box)
             # the reference's mouth is random half the time, so the mouth must come from the audio
             ref_shape = (rng.uniform(0, 1), rng.uniform(-1, 1)) if rng.random() < 0.5 else (0.0, 0.0)
-            ref = crop(rig.render(*ref_shape), box)
+            ref = crop_face(rig.render(*ref_shape), box)
             w = _mouth_weight(rig, box, self.cfg.mouth_weight)
             if rng.random() < 0.5:
                 target, ref, w = target[:, ::-1], ref[:, ::-1], w[:, ::-1]
@@ -231,7 +227,7 @@ class VideoData:
         first = next(b for b in boxes if b)
         boxes = [b or first for b in boxes]
         box = np.median(np.array(boxes), axis=0).astype(int)  # a presenter's box: steady, not jittered
-        self.faces = [crop(f, box) for f in frames]
+        self.faces = [crop_face(f, box) for f in frames]
         self.mels = mel_windows(wav2lip_mel(audio, sr), len(frames), fps)
         self.summary = {"video": str(path), "frames": len(frames), "fps": fps, "sample_rate": sr}
 
