@@ -2,13 +2,18 @@
 
 Requests then carry only `avatar_id`; the lip-sync step reads the prepared data, never a detector.
 Writes are single transactions, so a failed registration stores nothing and a replaced avatar is
-never seen half-written by a concurrent reader (WAL mode).
+never seen half-written by a concurrent reader. The serving models open the store read-only (in a pod
+it sits on a read-only mount, written only by the avatars Job): SQLite's rollback journal, not WAL, so
+a reader needs no write access at all (a WAL reader writes the -shm file) and the file is safe on a
+network filesystem shared across nodes, which WAL is not.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -103,20 +108,63 @@ def _landmark_blob(lm: np.ndarray) -> bytes:
     return np.asarray(lm, "<f4").reshape(68, 2).tobytes()
 
 
-class AvatarStore:
-    """SQLite-backed avatar registry. Safe to share between processes."""
+def _is_wal(path: Path) -> bool:
+    """SQLite header bytes 18-19 are 2 in WAL mode (sqlite.org/fileformat.html)."""
+    with open(path, "rb") as f:
+        return f.read(20)[18:20] == b"\x02\x02"
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+
+def _prepare(image_path: str | Path, avatar_id: str) -> tuple[tuple, Avatar]:
+    """The row to store for one portrait, and the Avatar it holds (raises AvatarError)."""
+    if not ID_PATTERN.match(avatar_id):
+        raise AvatarError(f"avatar id {avatar_id!r}: use 1-64 letters, digits, '_', '.', '-'")
+    path = Path(image_path)
+    if not path.is_file():
+        raise AvatarError(f"{path}: no such file")
+    rgb = decode_image(path.read_bytes(), str(path))
+    box, lm = prepare_portrait(rgb, str(path))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok, "PNG encoding of a decoded image cannot fail"
+    row = (avatar_id, rgb.shape[1], rgb.shape[0], *box, png.tobytes(), DETECTOR, _landmark_blob(lm))
+    return row, Avatar(avatar_id, rgb, box, lm)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def portraits_in(folder: Path) -> list[tuple[Path, str]]:
+    """(image, id) for every portrait in `folder`, the id being the file's stem (sorted by name)."""
+    if not folder.is_dir():
+        raise AvatarError(f"{folder}: no such folder")
+    # ConfigMap volumes hold each file behind a `..data` symlink and dotted entries: skip those
+    found = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise AvatarError(f"{folder}: no portraits ({', '.join(IMAGE_SUFFIXES)})")
+    return [(p, p.stem) for p in found]
+
+
+class AvatarStore:
+    """SQLite-backed avatar registry. Safe to share between processes.
+
+    `read_only=True` (the serving models) never writes or creates anything: a missing store is an
+    empty one whose lookups name the path, and the store may sit on a read-only filesystem."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path, self.read_only = Path(path), read_only
         self._schema_ready = False  # the serving models look avatars up per request: set up once
+        self._has_landmarks = True
         self._decoded: dict[str, tuple[bytes, Avatar]] = {}  # id → (stored PNG, decoded avatar)
 
     def _connect(self) -> sqlite3.Connection:
+        return self._connect_read_only() if self.read_only else self._connect_writable()
+
+    def _connect_writable(self) -> sqlite3.Connection:
         if not self._schema_ready:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         if not self._schema_ready:
-            con.execute("PRAGMA journal_mode=WAL")  # persistent in the file: readers never block writers
+            # persistent in the file; converts a store made in WAL mode before, so read-only mounts can read it
+            con.execute("PRAGMA journal_mode=DELETE")
             con.execute(SCHEMA)
             columns = {r[1] for r in con.execute("PRAGMA table_info(avatars)")}
             if "landmarks" not in columns:  # a store made before landmarks were kept
@@ -124,36 +172,64 @@ class AvatarStore:
             self._schema_ready = True
         return con
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise AvatarError(f"avatar store {self.path} does not exist (register avatars with `talkserve avatar add`)")
+        if _is_wal(self.path) and not os.access(self.path.parent, os.W_OK):
+            raise AvatarError(f"avatar store {self.path} is in WAL mode, which a read-only mount cannot read; open it "
+                              "read-write once (`talkserve avatar list --db ...`) to convert it")
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        if not self._schema_ready:
+            try:
+                columns = {r[1] for r in con.execute("PRAGMA table_info(avatars)")}
+            except sqlite3.DatabaseError as e:
+                con.close()
+                raise AvatarError(f"avatar store {self.path}: {e}") from None
+            if not columns:
+                con.close()
+                raise AvatarError(f"avatar store {self.path} holds no avatars table")
+            self._has_landmarks = "landmarks" in columns  # an older store: found on read, kept in memory
+            self._schema_ready = True
+        return con
+
     def add(self, image_path: str | Path, avatar_id: str, replace: bool = False) -> Avatar:
-        if not ID_PATTERN.match(avatar_id):
-            raise AvatarError(f"avatar id {avatar_id!r}: use 1-64 letters, digits, '_', '.', '-'")
-        path = Path(image_path)
-        if not path.is_file():
-            raise AvatarError(f"{path}: no such file")
-        rgb = decode_image(path.read_bytes(), str(path))
-        box, lm = prepare_portrait(rgb, str(path))
-        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        assert ok, "PNG encoding of a decoded image cannot fail"
-        row = (avatar_id, rgb.shape[1], rgb.shape[0], *box, png.tobytes(), DETECTOR, _landmark_blob(lm))
+        return self.add_many([(image_path, avatar_id)], replace)[0]
+
+    def add_many(self, items: list[tuple[str | Path, str]], replace: bool = False) -> list[Avatar]:
+        """Register (image, id) pairs in one transaction: every face is found before anything is
+        written, so one bad portrait stores none of them and leaves the stored ones as they were."""
+        if self.read_only:
+            raise AvatarError(f"avatar store {self.path} is opened read-only")
+        ids = [avatar_id for _, avatar_id in items]
+        if len(set(ids)) != len(ids):
+            raise AvatarError(f"avatar ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+        prepared = [_prepare(path, avatar_id) for path, avatar_id in items]
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         con = self._connect()
         try:
-            con.execute(
-                f"{verb} INTO avatars (id, width, height, x1, y1, x2, y2, portrait_png, detector, landmarks)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        except sqlite3.IntegrityError:
-            raise AvatarError(f"avatar id {avatar_id!r} already exists (use --replace)") from None
+            con.execute("BEGIN IMMEDIATE")
+            for row, avatar in prepared:
+                try:
+                    con.execute(
+                        f"{verb} INTO avatars (id, width, height, x1, y1, x2, y2, portrait_png, detector, landmarks)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                except sqlite3.IntegrityError:
+                    con.execute("ROLLBACK")
+                    raise AvatarError(f"avatar id {avatar.id!r} already exists (use --replace)") from None
+            con.execute("COMMIT")
         finally:
             con.close()
-        return Avatar(avatar_id, rgb, box, lm)
+        return [avatar for _, avatar in prepared]
 
     def get(self, avatar_id: str) -> Avatar:
         con = self._connect()
         try:
+            landmarks = "landmarks" if self._has_landmarks else "NULL"
             row = con.execute(
-                "SELECT x1, y1, x2, y2, portrait_png, landmarks FROM avatars WHERE id = ?", (avatar_id,)
+                f"SELECT x1, y1, x2, y2, portrait_png, {landmarks} FROM avatars WHERE id = ?", (avatar_id,)
             ).fetchone()
         finally:
             con.close()
@@ -171,6 +247,8 @@ class AvatarStore:
         return avatar
 
     def exists(self, avatar_id: str) -> bool:
+        if self.read_only and not self.path.is_file():
+            return False
         con = self._connect()
         try:
             return con.execute("SELECT 1 FROM avatars WHERE id = ?", (avatar_id,)).fetchone() is not None

@@ -6,7 +6,6 @@ written into the repository it builds.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -15,15 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from talkserve.compress.config import CompressRecipe
 from talkserve.lipsync.warp import WarpConfig
+from talkserve.paths import avatar_db, talkserve_home  # noqa: F401 (talkserve_home: re-exported)
 
 ASSETS = Path(__file__).parent / "assets"
 STARTER_LLM = ASSETS / "starter_llm"
 SAMPLE_PORTRAIT = ASSETS / "portrait.png"
-
-
-def talkserve_home() -> Path:
-    """Where avatars and builds live unless a recipe says otherwise."""
-    return Path(os.environ.get("TALKSERVE_HOME", Path.home() / ".local/share/talkserve"))
 
 
 class Strict(BaseModel):
@@ -121,7 +116,12 @@ class ServingRecipe(Strict):
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 = default")
 
     def resolved_avatar_db(self) -> Path:
-        return (self.avatar_db or talkserve_home() / "avatars.db").absolute()
+        return avatar_db(self.avatar_db).absolute()
+
+    def configured_avatar_db(self) -> str:
+        """What a built repository records: the recipe's file, or "" = $TALKSERVE_HOME/avatars.db of
+        the serving process (a repository built elsewhere must not look for a path of that machine)."""
+        return str(self.avatar_db.absolute()) if self.avatar_db else ""
 
 
 class GPURecipe(Strict):

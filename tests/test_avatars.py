@@ -1,10 +1,13 @@
+import shutil
+import subprocess
+import sys
 import threading
 
 import cv2
 import numpy as np
 import pytest
 
-from talkserve.avatars import AvatarError, AvatarStore
+from talkserve.avatars import AvatarError, AvatarStore, portraits_in
 from talkserve.recipe import SAMPLE_PORTRAIT
 
 
@@ -133,3 +136,89 @@ def test_concurrent_registration_and_reads_lose_nothing(store):
         t.join()
     assert errors == []
     assert [r[0] for r in rows(store)] == ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "base"]
+
+
+def _read_only_mount(folder, code: str) -> subprocess.CompletedProcess:
+    """Run python `code` with `folder` bind-mounted read-only over itself (a private mount namespace:
+    as the pod's avatar volume; root gets EROFS there like anyone else)."""
+    script = f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$0" -c "$1"'
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, sys.executable, code],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_serving_side_reads_a_store_on_a_read_only_mount(tmp_path):
+    folder = tmp_path / "avatars"
+    AvatarStore(folder / "avatars.db").add(SAMPLE_PORTRAIT, "sample")
+    before = sorted(p.name for p in folder.iterdir())
+    code = f"""
+from talkserve.avatars import AvatarStore, AvatarError
+store = AvatarStore({str(folder / "avatars.db")!r}, read_only=True)
+assert store.exists("sample") and not store.exists("nobody")
+assert store.get("sample").landmarks.shape == (68, 2)
+try:
+    AvatarStore({str(folder / "avatars.db")!r}).add({str(SAMPLE_PORTRAIT)!r}, "x")
+except Exception as e:
+    print("writer:", e)
+"""
+    run = _read_only_mount(folder, code)
+    assert run.returncode == 0, run.stderr
+    assert "readonly" in run.stdout or "read-only" in run.stdout  # the mount really is read-only
+    assert sorted(p.name for p in folder.iterdir()) == before == ["avatars.db"]  # no journal, -wal or -shm
+
+
+def test_a_store_made_in_wal_mode_is_converted_by_its_next_writer(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "avatars.db"
+    AvatarStore(db).add(SAMPLE_PORTRAIT, "sample")
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")  # how the previous release made stores
+    con.close()
+    code = f"from talkserve.avatars import AvatarStore; AvatarStore({str(db)!r}, read_only=True).get('sample')"
+    run = _read_only_mount(tmp_path, code)
+    assert run.returncode != 0 and "WAL mode" in run.stderr and "talkserve avatar list" in run.stderr
+    assert [a[0] for a in AvatarStore(db).list()] == ["sample"]  # a writer converts it
+    assert _read_only_mount(tmp_path, code).returncode == 0
+
+
+def test_a_read_only_store_that_is_not_there_creates_nothing_and_names_the_path(tmp_path):
+    store = AvatarStore(tmp_path / "none" / "avatars.db", read_only=True)
+    assert not store.exists("sample")
+    with pytest.raises(AvatarError, match=r"avatar store .*avatars.db does not exist"):
+        store.get("sample")
+    with pytest.raises(AvatarError, match="read-only"):
+        store.add(SAMPLE_PORTRAIT, "sample")
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_folder_registers_in_one_transaction_or_not_at_all(store, tmp_path):
+    folder = tmp_path / "portraits"
+    folder.mkdir()
+    shutil.copy(SAMPLE_PORTRAIT, folder / "alice.png")
+    shutil.copy(SAMPLE_PORTRAIT, folder / "bob.png")
+    (folder / "..data").mkdir()  # how a ConfigMap volume lays its files out: skipped
+    assert [a.id for a in store.add_many(portraits_in(folder))] == ["alice", "bob"]
+    cv2.imwrite(str(folder / "carol.png"), np.full((128, 128, 3), 90, np.uint8))  # no face
+    shutil.copy(SAMPLE_PORTRAIT, folder / "dave.png")
+    with pytest.raises(AvatarError, match="carol.png: no face found"):
+        store.add_many(portraits_in(folder), replace=True)
+    assert [r[0] for r in rows(store)] == ["alice", "bob"]  # neither carol nor dave; alice and bob kept
+    (folder / "carol.png").unlink()
+    with pytest.raises(AvatarError, match="'alice' already exists"):
+        store.add_many(portraits_in(folder))
+    assert [r[0] for r in rows(store)] == ["alice", "bob"]  # dave, checked first, rolled back with it
+    assert [a.id for a in store.add_many(portraits_in(folder), replace=True)] == ["alice", "bob", "dave"]
+    with pytest.raises(AvatarError, match="no portraits"):
+        portraits_in(tmp_path / "portraits" / "..data")
+
+
+def test_the_built_repository_leaves_the_avatar_store_to_the_serving_process(tmp_path, monkeypatch):
+    from talkserve.paths import avatar_db
+    from talkserve.recipe import Recipe
+
+    recipe = Recipe()
+    assert recipe.serving.configured_avatar_db() == ""  # not this machine's path frozen into the configs
+    monkeypatch.setenv("TALKSERVE_HOME", str(tmp_path / "home"))
+    assert avatar_db("") == tmp_path / "home" / "avatars.db"  # read when the model starts
+    recipe.serving.avatar_db = tmp_path / "mine.db"
+    assert avatar_db(recipe.serving.configured_avatar_db()) == tmp_path / "mine.db"  # the recipe's override

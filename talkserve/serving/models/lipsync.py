@@ -15,6 +15,7 @@ from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.emotion import grade_frames, parse_emotion, style
 from talkserve.lipsync import animate, animate_warp
 from talkserve.lipsync.warp import WarpConfig, WarpRig
+from talkserve.paths import avatar_db
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError
 from talkserve.turns import Turns
@@ -32,7 +33,7 @@ class TritonPythonModel:
     def initialize(self, args):
         self.args = ModelArgs(args)
         p = self.args.params
-        self.store = AvatarStore(p["avatar_db"])
+        self.store = AvatarStore(avatar_db(p.get("avatar_db")), read_only=True)
         self.turns = Turns()
         self.fps = float(p["fps"])
         self.kind = p.get("kind", "wav2lip")

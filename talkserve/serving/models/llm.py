@@ -17,6 +17,7 @@ from talkserve.drain import refuse_if_draining
 from talkserve.emotion import parse_emotion, style
 from talkserve.generate import prompt_ids, stream_reply
 from talkserve.models.layout import KVLayout
+from talkserve.paths import avatar_db
 from talkserve.prefix_cache import PrefixCache
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError, decode_history, decode_text
@@ -40,7 +41,7 @@ class TritonPythonModel:
         self.max_history = int(p.get("max_history_turns", "32"))
         self.max_prompt = int(p.get("max_prompt_tokens", "400"))
         self.cache = PrefixCache(int(float(p.get("prefix_cache_mib", "64")) * 2**20))
-        self.store = AvatarStore(p["avatar_db"])
+        self.store = AvatarStore(avatar_db(p.get("avatar_db")), read_only=True)
         self.turns = Turns()
         self.decoder_outputs = self.layout.output_names()
         self._init_metrics()
