@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import time
@@ -42,12 +43,12 @@ def db_path(db: Path | None) -> Path:
     return db or talkserve_home() / "avatars.db"
 
 
-def do_build(recipe: Recipe, output: Path, steps: list | None = None) -> Path:
+def do_build(recipe: Recipe, output: Path, steps: list | None = None, needed=None) -> Path:
     from talkserve.repository import build
     from talkserve.targets.cpu import STEPS
 
     start = time.monotonic()
-    current = build(recipe, output, steps or STEPS, progress=lambda s: typer.echo(f"  · {s}"))
+    current = build(recipe, output, steps or STEPS, progress=lambda s: typer.echo(f"  · {s}"), needed=needed)
     report = current / "compression_report.md"
     if report.is_file():
         typer.echo(report.read_text(encoding="utf-8"))
@@ -91,17 +92,26 @@ def engines(
     output: Annotated[Path, typer.Option(help="Repository root holding `current`")] = DEFAULT_OUTPUT,
     check: Annotated[bool, typer.Option(
         help="Only check that this node's GPU has a plan for every engine (exit 1 if not)")] = False,
+    if_missing: Annotated[bool, typer.Option(
+        help="Build only if this node's GPU has no plans yet (serving pods' initContainer: the first pod of an "
+             "architecture builds, the others wait for it and find them)")] = False,
 ) -> None:
     """Add TensorRT engines for this node's GPU to the published repository (one repository, mixed
     GPU pool: run it once on a node of each architecture). Publishes a new release atomically."""
     from talkserve.recipe import load_recipe
     from talkserve.targets.gpu import GPUTargetError, add_engine_steps, node_problems, require_gpu_build
 
+    def missing() -> list[str]:
+        return node_problems(output / "current", require_engines=True)
+
     if check:
-        problems = node_problems(output / "current")
+        problems = missing()
         if problems:
             fail("; ".join(problems))
         typer.echo("every engine has a plan for this node")
+        return
+    if if_missing and not missing():
+        typer.echo("every engine already has a plan for this node")
         return
     try:
         gpu = require_gpu_build()
@@ -110,15 +120,40 @@ def engines(
         fail(str(e))
     recipe.target = "gpu"
     try:
-        do_build(recipe, output, add_engine_steps(output, gpu))
+        needed = (lambda: bool(missing())) if if_missing else None  # asked again under the build lock
+        do_build(recipe, output, add_engine_steps(output, gpu), needed=needed)
     except (ValueError, RuntimeError, OSError) as e:
         fail(f"adding engines failed, previous repository untouched: {e}")
+
+
+@app.command()
+def wait(
+    output: Annotated[Path, typer.Option(help="Repository root; waits for <output>/current")] = DEFAULT_OUTPUT,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds (exit 1); 0 = never")] = 0,
+    interval: Annotated[float, typer.Option(help="Seconds between looks")] = 5.0,
+) -> None:
+    """Wait until a build has published a repository (serving pods' first initContainer: a pod that
+    starts before the build Job finishes waits here instead of crash-looping)."""
+    from talkserve.repository import is_published
+
+    start = time.monotonic()
+    told = -1.0
+    while not is_published(output):
+        waited = time.monotonic() - start
+        if timeout and waited > timeout:
+            fail(f"no published repository at {output / 'current'} after {timeout:.0f}s")
+        if waited - told >= 60 or told < 0:
+            typer.echo(f"waiting for a published repository at {output / 'current'} ({waited:.0f}s)")
+            told = waited
+        time.sleep(interval)
+    typer.echo(f"repository {(output / 'current').resolve().name} is published")
 
 
 @app.command()
 def serve(
     repository: Annotated[Path, typer.Option(help="Model repository to serve")] = DEFAULT_OUTPUT / "current",
     grpc_port: int = 8001, http_port: int = 8000, metrics_port: int = 8002,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 to serve other machines")] = "127.0.0.1",
     exit_timeout: Annotated[int, typer.Option(
         help="Seconds to let replies in flight finish on SIGTERM (new ones get UNAVAILABLE)")] = 30,
     health_interval: Annotated[float, typer.Option(
@@ -130,7 +165,7 @@ def serve(
     from talkserve.health import live_stubs, python_instances
     from talkserve.serve import Ports, Server, ServerError
 
-    server = Server(repository, Ports(grpc_port, http_port, metrics_port), exit_timeout=exit_timeout)
+    server = Server(repository, Ports(grpc_port, http_port, metrics_port), exit_timeout=exit_timeout, host=host)
     stop = {"now": False}
 
     def on_signal(signum, _frame):
@@ -143,7 +178,10 @@ def serve(
     except ServerError as e:
         fail(str(e))
     expected = python_instances(repository)
-    typer.echo(f"ready: grpc :{grpc_port}  http :{http_port}  metrics :{metrics_port}/metrics")
+    typer.echo(f"ready: grpc {host}:{grpc_port}  http {host}:{http_port}  metrics {host}:{metrics_port}/metrics")
+    if not os.environ.get("TALKSERVE_ADMIN_KEY"):
+        typer.echo("admin endpoints (statistics, model config, ...) are closed: set TALKSERVE_ADMIN_KEY to open "
+                   "them to requests with that key in header talkserve-admin-key")
     next_check = time.monotonic() + health_interval
     while not stop["now"] and server.proc.poll() is None:
         time.sleep(0.5)
@@ -286,20 +324,23 @@ def health(
     url: Annotated[str, typer.Option(help="Triton gRPC address")] = "127.0.0.1:8001",
     repository: Annotated[Path, typer.Option(help="The repository the server serves")] = Path("/models/current"),
     server_pid: Annotated[int | None, typer.Option(help="tritonserver's pid; default: the one running here")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per gRPC call")] = 4.0,
+    timeout: Annotated[float, typer.Option(help="Seconds for the whole check")] = 3.0,
+    live: Annotated[bool, typer.Option(
+        "--live", help="Liveness instead: fail only on what a restart cures (a dead stub, a gone server)")] = False,
 ) -> None:
-    """Readiness probe: server and every model ready, and every python stub alive (exit 1 if not)."""
-    from talkserve.health import problems
+    """Readiness probe: server and every model ready, every python stub alive, not draining (exit 1 if
+    not). With --live, the liveness probe."""
+    from talkserve.health import liveness_problems, problems
 
     try:
-        found = problems(url, repository, server_pid, timeout)
+        found = (liveness_problems if live else problems)(url, repository, server_pid, timeout)
     except (RuntimeError, OSError) as e:
         fail(str(e))
     for p in found:
         typer.echo(p, err=True)
     if found:
         raise typer.Exit(1)
-    typer.echo("ready")
+    typer.echo("live" if live else "ready")
 
 
 @avatar_app.command("add")
@@ -318,6 +359,26 @@ def avatar_add(
         fail(str(e))
     h, w = avatar.portrait.shape[:2]
     typer.echo(f"avatar {id!r}: {w}x{h}, face box {avatar.box} → {db_path(db)}")
+
+
+@avatar_app.command("import")
+def avatar_import(
+    folder: Annotated[Path, typer.Argument(help="Folder of portraits; each file's stem becomes its avatar id")],
+    replace: Annotated[bool, typer.Option(help="Overwrite ids that exist")] = False,
+    db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None,
+) -> None:
+    """Register every portrait in a folder in one transaction (the k8s avatars Job): if one has no
+    face, none is stored and the store is left as it was."""
+    from talkserve.avatars import AvatarError, AvatarStore, portraits_in
+
+    try:
+        avatars = AvatarStore(db_path(db)).add_many(portraits_in(folder), replace=replace)
+    except AvatarError as e:
+        fail(str(e))
+    for avatar in avatars:
+        h, w = avatar.portrait.shape[:2]
+        typer.echo(f"avatar {avatar.id!r}: {w}x{h}, face box {avatar.box}")
+    typer.echo(f"{len(avatars)} avatars → {db_path(db)}")
 
 
 @avatar_app.command("list")
@@ -340,6 +401,8 @@ def demo(
     from talkserve.speak import speak
 
     start = time.monotonic()
+    # this process's server and client share one admin key (the per-stage compute times are statistics)
+    os.environ.setdefault("TALKSERVE_ADMIN_KEY", secrets.token_hex(16))
     recipe = Recipe()
     current = do_build(recipe, repository)
     avatar = AvatarStore(recipe.serving.resolved_avatar_db()).add(SAMPLE_PORTRAIT, "sample", replace=True)

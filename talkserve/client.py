@@ -7,13 +7,18 @@
             ...  # chunk.user_text: what the server heard
 
 Barge-in: give requests a `conversation_id`; a new request in the same conversation supersedes
-the reply still streaming, and `cancel(conversation_id)` stops it without a new one.
+the reply still streaming, and `cancel(conversation_id)` stops it without a new one. Turns live in
+one replica: every call carries the id as the `conversation-id` header, which the router in
+k8s/base/router.yaml hashes so a conversation's requests (and its cancel) reach the same replica.
+A request the server could not take (a draining replica: UNAVAILABLE) is retried on a new
+connection, so a client behind a per-connection balancer lands on another replica.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import random
 import re
@@ -34,6 +39,8 @@ VOICE_MODEL = "talking_head_voice"
 # embedded default) can segfault in that path (gRPC cancellation race, fixed in 25.x by server
 # PRs #7840/#8078); turn it on for NGC 25.x images.
 GRPC_ERROR_HEADERS = {"triton_grpc_error": "true"}
+CONVERSATION_HEADER = "conversation-id"
+ADMIN_HEADER = "talkserve-admin-key"  # talkserve.serve.ADMIN_HEADER (the client does not import the server)
 OUTPUTS = ("reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video")
 
 # Client-side view for the backend services that embed this library (expose the default registry,
@@ -168,16 +175,32 @@ class TalkClient:
     def __init__(self, url: str = "127.0.0.1:8001", model: str = MODEL, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
                  certificate_chain: str | None = None, grpc_error_codes: bool = False,
-                 retry: RetryPolicy = RetryPolicy()):
-        """`ssl` + `root_certificates` for TLS; add `private_key` + `certificate_chain` for mTLS."""
-        self.model, self.retry, self.attempts = model, retry, 0
-        self.headers = GRPC_ERROR_HEADERS if grpc_error_codes else None
-        self.client = grpcclient.InferenceServerClient(
+                 retry: RetryPolicy = RetryPolicy(), admin_key: str | None = None):
+        """`ssl` + `root_certificates` for TLS; add `private_key` + `certificate_chain` for mTLS.
+        `admin_key` (default $TALKSERVE_ADMIN_KEY) opens the statistics a deployment restricts."""
+        self.model, self.retry, self.attempts, self.connections = model, retry, 0, 0
+        self.headers = dict(GRPC_ERROR_HEADERS) if grpc_error_codes else {}
+        admin_key = admin_key or os.environ.get("TALKSERVE_ADMIN_KEY")
+        self.admin_headers = {ADMIN_HEADER: admin_key} if admin_key else None
+        self._connect = lambda: grpcclient.InferenceServerClient(
             url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
             certificate_chain=certificate_chain, keepalive_options=KEEPALIVE,
             channel_args=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                           ("grpc.max_send_message_length", MAX_SEND_BYTES)],
         )
+        self.client = self._connect()
+        self.connections = 1
+
+    def reconnect(self) -> None:
+        """A new channel (a new TCP connection): the old one may end on a replica that is draining."""
+        with contextlib.suppress(Exception):
+            self.client.close()
+        self.client = self._connect()
+        self.connections += 1
+
+    def _headers(self, conversation_id: str | None) -> dict[str, str] | None:
+        headers = {**self.headers, **({CONVERSATION_HEADER: conversation_id} if conversation_id else {})}
+        return headers or None
 
     def stream(self, text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
                timeout: float = 600.0, emotion: str | None = None,
@@ -210,11 +233,13 @@ class TalkClient:
                 if delay is None:
                     raise
                 time.sleep(delay)
+                self.reconnect()  # not the same channel: it may still be pinned to the replica that refused
 
     def cancel(self, conversation_id: str) -> None:
         """Stop the reply `conversation_id` has streaming (its stages stop at their next check)."""
         try:
-            self.client.infer("cancel", [_bytes_input("conversation_id", conversation_id)])
+            self.client.infer("cancel", [_bytes_input("conversation_id", conversation_id)],
+                              headers=self._headers(conversation_id))
         except InferenceServerException as e:
             raise _error(e) from None
 
@@ -222,7 +247,7 @@ class TalkClient:
                 conversation_id: str | None = None) -> Iterator[Chunk]:
         results: queue.Queue = queue.Queue()
         self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)),
-                                 headers=self.headers)
+                                 headers=self._headers(conversation_id))
         cancelled = True  # unless the stream ends normally: an abandoned generator cancels its request
         status, first = "CANCELLED", True
         try:

@@ -1,13 +1,17 @@
-"""`talkserve health`: the readiness probe that also sees dead python stubs.
+"""`talkserve health`: the readiness and liveness probes that also see dead python stubs.
 
 Triton 2.51 keeps answering ready on /v2/health/ready and /v2/models/<m>/ready after a python
 model's stub process has died (measured: 16 s after SIGKILL of the tts stub, both still 200), and
 it no longer restarts stubs. So besides server and model readiness, every python model instance
 that the repository's configs declare must have a live stub process under this tritonserver.
+Readiness (may this pod take traffic?) also fails while draining; liveness (should the kubelet
+restart it?) fails only for what a restart cures: a dead stub, a server that no longer answers.
+Each probe's `timeout` bounds the whole check, not each call, so it fits the kubelet's timeoutSeconds.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -59,26 +63,52 @@ def live_stubs(parent: int) -> set[str]:
     return names
 
 
-def problems(url: str, repository: Path, parent: int | None = None, timeout: float = 4.0) -> list[str]:
+def dead_stubs(repository: Path, pid: int) -> list[str]:
+    missing = python_instances(repository) - live_stubs(pid)
+    return [f"python stub {name} is not running (Triton does not restart it)" for name in sorted(missing)]
+
+
+def problems(url: str, repository: Path, parent: int | None = None, timeout: float = 3.0) -> list[str]:
     """Why this server should not take traffic; empty when it should."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    deadline = time.monotonic() + timeout
     pid = parent or server_pid()
     if is_draining(pid):  # shutting down: new replies are refused, so take no traffic
         return ["server is draining for shutdown"]
-    found = []
+    found = dead_stubs(repository, pid)  # /proc only: no call, and the likeliest fault
     client = grpcclient.InferenceServerClient(url)
     try:
-        if not client.is_server_ready(client_timeout=timeout):
-            return ["server is not ready"]
+        if not client.is_server_ready(client_timeout=_left(deadline)):
+            return [*found, "server is not ready"]
         for cfg in read_configs(repository):
-            if not client.is_model_ready(cfg.name, client_timeout=timeout):
+            if not client.is_model_ready(cfg.name, client_timeout=_left(deadline)):
                 found.append(f"model {cfg.name} is not ready")
     except InferenceServerException as e:
-        return [f"server does not answer: {e.message()}"]
+        return [*found, f"server does not answer within {timeout:g}s: {e.message()}"]
     finally:
         client.close()
-    missing = python_instances(repository) - live_stubs(pid)
-    found += [f"python stub {name} is not running (Triton does not restart it)" for name in sorted(missing)]
     return found
+
+
+def liveness_problems(url: str, repository: Path, parent: int | None = None, timeout: float = 3.0) -> list[str]:
+    """Why this server should be restarted; empty while it lives (draining included: it is finishing)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    pid = parent or server_pid()
+    found = dead_stubs(repository, pid)
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        if not client.is_server_live(client_timeout=timeout):
+            found.append("server is not live")
+    except InferenceServerException as e:
+        found.append(f"server does not answer within {timeout:g}s: {e.message()}")
+    finally:
+        client.close()
+    return found
+
+
+def _left(deadline: float) -> float:
+    return max(0.05, deadline - time.monotonic())

@@ -180,13 +180,22 @@ def publish(output: Path, staging: Path, build_id: str) -> Path:
 Step = Callable[[Path, Recipe, dict], None]
 
 
+def is_published(output: Path) -> bool:
+    """A finished build is in place: `current` resolves to a release with its manifest (written last)."""
+    return (output / "current" / "talkserve_build.json").is_file()
+
+
 def build(recipe: Recipe, output: Path, steps: list[tuple[str, Step]],
-          progress: Callable[[str], None] = print) -> Path:
-    """Run `steps` into a staging directory, then publish. Any failure leaves `output` as it was."""
+          progress: Callable[[str], None] = print, needed: Callable[[], bool] | None = None) -> Path:
+    """Run `steps` into a staging directory, then publish. Any failure leaves `output` as it was.
+    `needed` is asked once the build lock is held: False (another build did the work meanwhile) skips."""
     output = output.absolute()
     (output / "releases").mkdir(parents=True, exist_ok=True)
     lock = (output / ".build.lock").open("w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # one build per output at a time; stale staging is then safe to drop
+    if needed is not None and not needed():
+        lock.close()
+        return output / "current"
     for stale in output.glob("releases/*.partial"):  # left by a killed build; never referenced
         shutil.rmtree(stale, ignore_errors=True)
     build_id = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

@@ -9,6 +9,7 @@ strict readiness, bounded exit timeout).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -91,15 +92,34 @@ def server_env() -> dict[str, str]:
     return env
 
 
+# Triton's flags, written once: the embedded server, `talkserve up` and the k8s Deployment use these
+# (tests/test_k8s.py holds the manifests to them). Per Triton's secure-deployment guide: no model
+# control, readiness only when every model is, configs as built, admin endpoints behind a key.
+ADMIN_HEADER = "talkserve-admin-key"
+ADMIN_APIS = "model-repository,model-config,shared-memory,statistics,trace,logging"
+
+
+def secure_flags(exit_timeout: int) -> list[str]:
+    return ["--model-control-mode=none", "--strict-readiness=true", "--disable-auto-complete-config",
+            f"--exit-timeout-secs={exit_timeout}", "--log-verbose=0", "--allow-metrics=true"]
+
+
+def restricted_flags(admin_key: str) -> list[str]:
+    """Inference, health and metadata open; everything that inspects or changes the server needs the key."""
+    return [f"--grpc-restricted-protocol={ADMIN_APIS}:{ADMIN_HEADER}={admin_key}",
+            f"--http-restricted-api={ADMIN_APIS}:{ADMIN_HEADER}={admin_key}"]
+
+
 def command(repository: Path, ports: Ports, backends: Path, exit_timeout: int = 30,
-            extra: list[str] | None = None) -> list[str]:
+            extra: list[str] | None = None, host: str = "127.0.0.1", admin_key: str = "") -> list[str]:
+    """The embedded server listens on loopback unless `host` says otherwise (e.g. 0.0.0.0)."""
     binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
     return [
         str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
-        "--model-control-mode=none", "--strict-readiness=true", "--disable-auto-complete-config",
+        *secure_flags(exit_timeout), *restricted_flags(admin_key or secrets.token_hex(16)),
+        f"--grpc-address={host}", f"--http-address={host}", f"--metrics-address={host}",
         f"--grpc-port={ports.grpc}", f"--http-port={ports.http}", f"--metrics-port={ports.metrics}",
-        "--allow-metrics=true", "--allow-cpu-metrics=true", "--allow-gpu-metrics=false",
-        f"--exit-timeout-secs={exit_timeout}", "--log-verbose=0", *(extra or []),
+        "--allow-cpu-metrics=true", "--allow-gpu-metrics=false", *(extra or []),
     ]
 
 
@@ -120,6 +140,9 @@ class Server:
     log: Path | None = None
     exit_timeout: int = 30
     proc: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
+    # the admin endpoints' key: $TALKSERVE_ADMIN_KEY, else one made for this run (see admin_key)
+    admin_key: str = field(default_factory=lambda: os.environ.get("TALKSERVE_ADMIN_KEY") or secrets.token_hex(16))
 
     def start(self, timeout: float = 300.0) -> Server:
         repo = Path(self.repository).resolve()
@@ -132,14 +155,15 @@ class Server:
                               "tritonserver has only the python backend: serve it with the NGC image "
                               "(`talkserve up`, or k8s/) on a GPU it has plans for")
         cache = Path(os.environ.get("TALKSERVE_CACHE", Path.home() / ".cache" / "talkserve"))
-        cmd = command(repo, self.ports, backend_dir(cache), self.exit_timeout)
+        cmd = command(repo, self.ports, backend_dir(cache), self.exit_timeout, host=self.host,
+                      admin_key=self.admin_key)
         if self.log:
             with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
                 self.proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT)
         else:
             self.proc = subprocess.Popen(cmd, env=server_env())
         deadline = time.monotonic() + timeout
-        while not is_ready(self.ports):
+        while not is_ready(self.ports, "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host):
             if self.proc.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.proc.returncode}"
                                   + (f"; see {self.log}" if self.log else ""))

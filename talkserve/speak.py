@@ -50,7 +50,8 @@ def compute_seconds(client: TalkClient) -> dict[str, float]:
     from tritonclient.utils import InferenceServerException
 
     try:
-        stats = client.client.get_inference_statistics(as_json=True).get("model_stats", [])
+        stats = client.client.get_inference_statistics(as_json=True, headers=client.admin_headers)
+        stats = stats.get("model_stats", [])
     except InferenceServerException:
         return {}
     out: dict[str, float] = {}

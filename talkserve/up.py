@@ -7,15 +7,20 @@ has one (NVIDIA container toolkit), Triton started per its secure-deployment gui
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from pathlib import Path
 
 IMAGE = "ghcr.io/talkserve/talkserve:0.1.0"  # k8s/images/Dockerfile, as the manifests name it
 
 
-def triton_args(exit_timeout: int = 45) -> list[str]:
-    return ["--model-repository=/models/current", "--model-control-mode=none", "--strict-readiness=true",
-            "--disable-auto-complete-config", f"--exit-timeout-secs={exit_timeout}", "--allow-metrics=true",
+def triton_args(exit_timeout: int = 45, admin_key: str | None = None) -> list[str]:
+    """The serving image's tritonserver flags (talkserve.serve holds the secure ones for every server)."""
+    from talkserve.serve import restricted_flags, secure_flags
+
+    key = admin_key or os.environ.get("TALKSERVE_ADMIN_KEY") or secrets.token_hex(16)
+    return ["--model-repository=/models/current", *secure_flags(exit_timeout), *restricted_flags(key),
             "--grpc-infer-allocation-pool-size=16"]
 
 

@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 from helpers import start_serve, triton_under
 
-from talkserve.health import live_stubs, problems, processes, python_instances
+from talkserve.drain import clear, start
+from talkserve.health import live_stubs, liveness_problems, problems, processes, python_instances
 
 pytestmark = pytest.mark.server
 
@@ -32,17 +33,25 @@ def test_probe_fails_when_a_stub_dies_though_triton_still_says_ready(built, tmp_
     url = f"127.0.0.1:{server.ports.grpc}"
     try:
         pid = server.proc.pid
-        assert problems(url, current, pid) == []
+        assert problems(url, current, pid) == [] and liveness_problems(url, current, pid) == []
+        start(pid)  # draining: out of the Service, but alive (the kubelet must not restart it mid-drain)
+        assert problems(url, current, pid) == ["server is draining for shutdown"]
+        assert liveness_problems(url, current, pid) == []
+        clear(pid)
         stub = next(p for p, ppid, argv in processes() if ppid == pid and "tts_0_0" in argv)
         os.kill(stub, signal.SIGKILL)
         time.sleep(1)
         with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.http}/v2/models/tts/ready", timeout=5) as r:
             assert r.status == 200  # Triton's own readiness does not notice
         assert "tts_0_0" not in live_stubs(pid)
-        assert problems(url, current, pid) == ["python stub tts_0_0 is not running (Triton does not restart it)"]
-        run = subprocess.run([sys.executable, "-m", "talkserve.cli", "health", "--url", url, "--repository",
-                              str(current), "--server-pid", str(pid)], capture_output=True, text=True, timeout=60)
-        assert run.returncode == 1 and "tts_0_0" in run.stderr
+        dead = ["python stub tts_0_0 is not running (Triton does not restart it)"]
+        assert problems(url, current, pid) == dead
+        assert liveness_problems(url, current, pid) == dead  # Triton's /v2/health/live stays green: ours restarts it
+        for probe in ([], ["--live"]):
+            run = subprocess.run([sys.executable, "-m", "talkserve.cli", "health", "--url", url, "--repository",
+                                  str(current), "--server-pid", str(pid), *probe],
+                                 capture_output=True, text=True, timeout=60)
+            assert run.returncode == 1 and "tts_0_0" in run.stderr
     finally:
         server.stop()
 

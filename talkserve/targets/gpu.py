@@ -341,10 +341,14 @@ def check_plans(repository: Path, compute_capability: str) -> list[str]:
     return problems
 
 
-def node_problems(repository: Path, gpus: list[Gpu] | None = None) -> list[str]:
-    """Why this node cannot serve `repository`'s engines (empty for a CPU repository)."""
+def node_problems(repository: Path, gpus: list[Gpu] | None = None, require_engines: bool = False) -> list[str]:
+    """Why this node cannot serve `repository`'s engines (empty for a CPU repository, unless
+    `require_engines`: a GPU pool's pod must not pass its check on a repository without any)."""
+    if require_engines and not (repository / "talkserve_build.json").is_file():
+        return [f"no published repository at {repository} (the build Job has not finished)"]
     if not has_engines(repository):
-        return []
+        return (["the repository holds no TensorRT engines (built for the CPU target): run `talkserve engines` "
+                 "on a node of this GPU"] if require_engines else [])
     gpus = nvidia_gpus() if gpus is None else gpus
     if not gpus:
         return ["the repository holds TensorRT engines but this node has no NVIDIA GPU"]

@@ -12,7 +12,13 @@ from talkserve.turns import Turns
 class TritonPythonModel:
     def initialize(self, args):
         self.turns = Turns()
-        self.metrics = Metrics(ModelArgs(args).name)
+        model = ModelArgs(args)
+        self.metrics = Metrics(model.name)
+        # What TalkserveModelNotReady compares Triton's per-model series with: every model of the
+        # repository this server serves (Triton has no "models expected" metric of its own).
+        repository = model.files.parent.parent
+        self.expected = self.metrics.gauge("talkserve_repository_models", "Models in the repository this server serves")
+        self.expected.set(sum(1 for d in repository.iterdir() if (d / "config.pbtxt").is_file()))
 
     def _run(self, request):
         conversation = decode_text(scalar_bytes(request, "conversation_id"), "conversation_id", 128)
