@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Offline validation tools for k8s/ and monitoring, installed into .tools/ (git-ignored):
+# Offline validation tools for k8s/, monitoring and the router, installed into .tools/ (git-ignored):
 # Prometheus + promtool from Debian's `prometheus` package, unpacked rather than installed so no
 # service starts on the machine.
 set -euo pipefail
@@ -13,6 +13,18 @@ if [ ! -x "$dest/usr/bin/promtool" ]; then
   rm -rf "$tmp"
 fi
 "$dest/usr/bin/promtool" --version | head -1
+
+# nginx from Debian's package, unpacked the same way: the router's configuration (k8s/base/router)
+# runs on it in tests/test_router.py.
+ngx=.tools/nginx
+if [ ! -x "$ngx/usr/sbin/nginx" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get download nginx; }; })
+  mkdir -p "$ngx"
+  dpkg -x "$tmp"/nginx_*.deb "$ngx"
+  rm -rf "$tmp"
+fi
+"$ngx/usr/sbin/nginx" -v
 
 # The Prometheus Operator's CRD schemas (ServiceMonitor, PrometheusRule), compiled to validators.
 node_dest=.tools/node

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -51,3 +52,31 @@ def triton_under(serve: subprocess.Popen) -> int:
     from talkserve.health import processes
 
     return next(p for p, ppid, argv in processes() if ppid == serve.pid and argv and "tritonserver" in argv[0])
+
+
+class Collector(threading.Thread):
+    """Streams one reply on its own client, recording (arrival time, chunk)."""
+
+    def __init__(self, url: str, text: str, conversation: str, **kw):
+        super().__init__(daemon=True)
+        self.url, self.text, self.conversation, self.kw = url, text, conversation, kw
+        self.got: list[tuple[float, object]] = []
+        self.ended_at: float | None = None
+        self.first = threading.Event()
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        from talkserve.client import TalkClient
+
+        try:
+            with TalkClient(self.url) as client:
+                for chunk in client.stream(self.text, "sample", conversation_id=self.conversation, **self.kw):
+                    self.got.append((time.monotonic(), chunk))
+                    self.first.set()
+        except Exception as e:  # the test reads it
+            self.error = e
+        self.ended_at = time.monotonic()
+        self.first.set()
+
+
+LONG_QUESTION = "How does this work?"  # three long sentences: several seconds of video

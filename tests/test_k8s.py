@@ -27,12 +27,18 @@ CHECKOV_SKIPS = "CKV_K8S_43,CKV_K8S_15,CKV_K8S_35"
 
 
 def render(overlay: str) -> list[dict]:
+    """An overlay (cpu, rtx3060, rtx4090) or `monitoring`, rendered by kubectl's kustomize."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl (with its built-in kustomize) is needed to render k8s/overlays")
-    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], capture_output=True,
-                         text=True, check=True)
+    path = ROOT / "k8s" / ("monitoring" if overlay == "monitoring" else f"overlays/{overlay}")
+    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, check=True)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.fixture(scope="module", params=[*OVERLAYS, "monitoring"])
+def rendered_any(request) -> tuple[str, list[dict]]:
+    return request.param, render(request.param)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -44,13 +50,14 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def test_every_object_passes_its_schema(rendered):
-    _, docs = rendered
+def test_every_object_passes_its_schema(rendered_any):
+    name, docs = rendered_any
     custom = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
     for doc in docs:
         if doc not in custom:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    assert {d["kind"] for d in custom} == {"PrometheusRule", "ServiceMonitor"}
+    # a pool brings its ServiceMonitor; the rules are cluster-wide, applied once (k8s/monitoring)
+    assert {d["kind"] for d in custom} == ({"PrometheusRule"} if name == "monitoring" else {"ServiceMonitor"})
     node = TOOLS / "node"
     if not (node / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
         pytest.fail("the CRD validators are missing: run `bash k8s/tools.sh`")
@@ -60,7 +67,7 @@ def test_every_object_passes_its_schema(rendered):
 
 
 def test_crd_validation_rejects_a_broken_rule():
-    rule = yaml.safe_load((ROOT / "k8s" / "base" / "prometheusrule.yaml").read_text())
+    rule = yaml.safe_load((ROOT / "k8s" / "monitoring" / "prometheusrule.yaml").read_text())
     rule["spec"]["groups"][0]["rules"][0]["expr"] = ["not", "a", "string"]
     run = subprocess.run(["node", str(ROOT / "k8s" / "tests" / "validate_crs.mjs"), str(TOOLS / "node")],
                          input=json.dumps([rule]), capture_output=True, text=True)
@@ -73,8 +80,15 @@ def test_kubernetes_validate_rejects_an_unknown_field():
         kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
 
 
-def container(docs: list[dict], kind: str = "Deployment") -> tuple[dict, dict]:
-    pod = by_kind(docs, kind)[0]["spec"]["template"]["spec"]
+def workload(docs: list[dict], kind: str = "Deployment", component: str = "server") -> dict:
+    """The Deployment/Job whose pods carry app.kubernetes.io/component=`component`."""
+    return next(d for d in by_kind(docs, kind)
+                if d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+
+
+def container(docs: list[dict], kind: str = "Deployment", component: str | None = None) -> tuple[dict, dict]:
+    component = component or {"Deployment": "server", "Job": "build"}[kind]
+    pod = workload(docs, kind, component)["spec"]["template"]["spec"]
     return pod, pod["containers"][0]
 
 
@@ -83,8 +97,11 @@ def flag(args: list[str], name: str) -> str:
 
 
 def test_deployment_keeps_the_ops_promises(rendered):
+    from talkserve.serve import ADMIN_APIS, ADMIN_HEADER, secure_flags
+
     overlay, docs = rendered
     pod, c = container(docs)
+    assert "replicas" not in workload(docs)["spec"]  # the HPA owns it: apply must not reset it
     # drain: the grace period outlasts preStop plus Triton's own drain
     hook = c["lifecycle"]["preStop"]["exec"]["command"]
     assert hook[:2] == ["talkserve", "drain"]  # Triton 2.51's SIGTERM alone cuts streams
@@ -92,13 +109,20 @@ def test_deployment_keeps_the_ops_promises(rendered):
     assert pod["terminationGracePeriodSeconds"] > prestop + int(flag(c["args"], "exit-timeout-secs"))
     assert {p["name"] for p in c["ports"]} == {"grpc", "http", "metrics"}
     assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert c["readinessProbe"]["exec"]["command"][:2] == ["talkserve", "health"]  # sees dead stubs
-    # secure deployment: no dynamic model loading, admin protocols behind a key, bounded pool
-    assert flag(c["args"], "model-control-mode") == "none"
+    # both probes see dead stubs; liveness restarts the pod for one (Triton's /v2/health/live never does)
+    ready, live = c["readinessProbe"], c["livenessProbe"]
+    assert ready["exec"]["command"][:2] == ["talkserve", "health"] and "--live" not in ready["exec"]["command"]
+    assert live["exec"]["command"][:3] == ["talkserve", "health", "--live"]
+    for probe in (ready, live):  # the check's own budget, python start-up on top, fits the kubelet's timeout
+        command = probe["exec"]["command"]
+        assert float(command[command.index("--timeout") + 1]) + 1.5 <= probe["timeoutSeconds"]
+    # secure deployment: Triton's flags as the embedded server's (one source: talkserve.serve)
+    exit_timeout = int(flag(c["args"], "exit-timeout-secs"))
+    assert set(secure_flags(exit_timeout)) <= set(c["args"])
     for option in ("grpc-restricted-protocol", "http-restricted-api"):
-        assert flag(c["args"], option).startswith("model-repository,model-config,shared-memory,statistics,trace:")
+        assert flag(c["args"], option) == f"{ADMIN_APIS}:{ADMIN_HEADER}=$(TALKSERVE_ADMIN_KEY)"
     assert int(flag(c["args"], "grpc-infer-allocation-pool-size")) > 0
+    assert int(flag(c["args"], "grpc-max-response-pool-size")) > 0  # bounded response queue
     # least privilege
     assert pod["automountServiceAccountToken"] is False
     pod_sc = pod["securityContext"]
@@ -106,30 +130,54 @@ def test_deployment_keeps_the_ops_promises(rendered):
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
     mounts = {m["name"]: m for m in c["volumeMounts"]}
-    assert mounts["models"]["readOnly"] and mounts["dshm"]["mountPath"] == "/dev/shm"
+    assert mounts["models"]["readOnly"] and mounts["avatars"]["readOnly"] and mounts["dshm"]["mountPath"] == "/dev/shm"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
-    # GPU pools get their card (and only their card); the CPU pool asks for none
-    gpus = c["resources"]["limits"].get("nvidia.com/gpu")
+    # bootstrap: pods wait for a published repository; the build Job needs no GPU, so it never waits
+    # for one that serving pods hold
+    init = {i["name"]: i for i in pod["initContainers"]}
+    assert pod["initContainers"][0]["command"][:2] == ["talkserve", "wait"]
     job_pod, job = container(docs, "Job")
+    assert "nvidia.com/gpu" not in job["resources"]["limits"] and "tolerations" not in job_pod
+    assert "affinity" not in job_pod and "--target" not in job["command"]
+    gpus = c["resources"]["limits"].get("nvidia.com/gpu")
     if overlay == "cpu":
-        assert gpus is None and "tolerations" not in pod and "affinity" not in pod
-        assert "--target" not in job["command"] and "initContainers" not in pod
+        assert gpus is None and "tolerations" not in pod and "affinity" not in pod and set(init) == {"wait-repository"}
     else:
-        # TensorRT engines built on the pool's card, in the image whose TensorRT matches the server's;
-        # pods check the node's GPU has a plan for every engine before Triton starts
-        assert job["command"][job["command"].index("--target") + 1] == "gpu"
-        assert job["image"].startswith("ghcr.io/talkserve/talkserve-build:")
-        check = pod["initContainers"][0]
-        assert check["command"][:3] == ["talkserve", "engines", "--check"]
-        assert check["securityContext"]["readOnlyRootFilesystem"] and check["resources"]["limits"]["nvidia.com/gpu"]
-        assert gpus == 1
+        # engines for the pool's card, from the pod's own GPU, in the image whose TensorRT matches the
+        # server's; the first pod of an architecture builds, the others find them
+        engines = init["engines"]
+        assert engines["command"][:4] == ["talkserve", "engines", "--if-missing", "--output"]
+        assert engines["image"].startswith("ghcr.io/talkserve/talkserve-build:")
+        assert engines["resources"]["limits"]["nvidia.com/gpu"] == gpus == 1
+        assert {m["name"]: m.get("readOnly", False) for m in engines["volumeMounts"]}["models"] is False
         terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        labels = {e["key"]: e["values"] for e in terms["nodeSelectorTerms"][0]["matchExpressions"]}
+        labels = {e["key"]: e for e in terms["nodeSelectorTerms"][0]["matchExpressions"]}
         cc = {"rtx3060": "6", "rtx4090": "9"}[overlay]
-        assert labels["nvidia.com/gpu.compute.major"] == ["8"] and labels["nvidia.com/gpu.compute.minor"] == [cc]
-        assert labels["nvidia.com/gpu.product"][0].endswith(overlay[3:])
-        assert job_pod["affinity"] == pod["affinity"]  # engines are built on the card they serve
+        assert labels["nvidia.com/gpu.compute.major"]["values"] == ["8"]
+        assert labels["nvidia.com/gpu.compute.minor"]["values"] == [cc]
+        product = labels["nvidia.com/gpu.product"]["values"]
+        assert product[0].endswith(overlay[3:]) and product[1] == product[0] + "-SHARED"  # time-sliced GPUs too
+        driver = labels["nvidia.com/cuda.driver.major"]
+        assert driver["operator"] == "Gt" and int(driver["values"][0]) >= 579  # CUDA 13 (25.10) on GeForce
+
+
+def test_jobs_and_storage_a_fresh_cluster_can_run(rendered):
+    overlay, docs = rendered
+    jobs = {j["metadata"]["name"]: j for j in by_kind(docs, "Job")}
+    assert set(jobs) == {f"talkserve-build-{overlay}", f"talkserve-avatars-{overlay}"}
+    for job in jobs.values():  # a finished Job stays: re-applying the overlay does not re-run it
+        assert "ttlSecondsAfterFinished" not in job["spec"]
+    avatars = jobs[f"talkserve-avatars-{overlay}"]["spec"]["template"]["spec"]
+    command = avatars["containers"][0]["command"]
+    assert command[:3] == ["talkserve", "avatar", "import"] and "--replace" in command
+    portraits = next(v for v in avatars["volumes"] if v["name"] == "portraits")["configMap"]["name"]
+    config = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == portraits)
+    assert "sample.jpg" in config["binaryData"]
+    size = sum(len(v) for v in config["binaryData"].values())
+    assert size < 900_000  # base64 in etcd: a ConfigMap holds at most 1 MiB
+    for claim in by_kind(docs, "PersistentVolumeClaim"):  # RWX needs a class that provides it
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"]
 
 
 def test_scaling_disruption_and_network_policy(rendered):
@@ -137,19 +185,65 @@ def test_scaling_disruption_and_network_policy(rendered):
     hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"]["name"] == f"talkserve-{overlay}"
-    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "talkserve_queue_us_per_request"
-    adapter = yaml.safe_load(next(d for d in by_kind(docs, "ConfigMap") if "prometheus-adapter" in
-                                  d["metadata"]["name"])["data"]["config.yaml"])
-    rule = adapter["rules"][0]
-    recorded = {r.get("record") for g in yaml.safe_load((ROOT / "k8s" / "base" / "prometheusrule.yaml")
-                                                        .read_text())["spec"]["groups"] for r in g["rules"]}
-    assert rule["name"]["as"] == "talkserve_queue_us_per_request"
+    metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    adapter = yaml.safe_load((ROOT / "k8s" / "monitoring" / "prometheus-adapter-values.yaml").read_text())
+    rule = adapter["rules"]["custom"][0]
+    rules = by_kind(render("monitoring"), "PrometheusRule")[0]["spec"]["groups"]
+    recorded = {r.get("record") for g in rules for r in g["rules"]}
+    assert rule["name"]["as"] == metric == "talkserve_streams_active"
     assert rule["seriesQuery"].split("{")[0] in recorded  # the HPA scales on a series we record
-    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == 1
-    server = next(p for p in by_kind(docs, "NetworkPolicy") if "build" not in p["metadata"]["name"])
-    sources = {r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]:
-               {p["port"] for p in r["ports"]} for r in server["spec"]["ingress"]}
-    assert sources == {"backend": {"grpc", "http"}, "monitoring": {"metrics"}}
+    assert not [d for d in by_kind(docs, "ConfigMap") if "adapter" in d["metadata"]["name"]]  # not in the app ns
+    pdb = next(p for p in by_kind(docs, "PodDisruptionBudget") if "router" not in p["metadata"]["name"])
+    assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    policies = {p["metadata"]["name"].removesuffix(f"-{overlay}"): p["spec"] for p in by_kind(docs, "NetworkPolicy")}
+    server = policies["talkserve"]
+    sources = {}
+    for r in server["ingress"]:
+        peer = r["from"][0]
+        key = (peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] if "namespaceSelector" in peer
+               else peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"])
+        sources[key] = {p["port"] for p in r["ports"]}
+    assert sources == {"backend": {"grpc", "http"}, "router": {"grpc"}, "monitoring": {"metrics"}}
+    for name in ("talkserve", "talkserve-jobs"):  # no egress at all
+        assert policies[name]["policyTypes"] == ["Ingress", "Egress"] and policies[name]["egress"] == []
+    router_to = [t for e in policies["talkserve-router"]["egress"] for t in e["to"]]
+    assert {"app.kubernetes.io/component": "server"}.items() <= router_to[0]["podSelector"]["matchLabels"].items()
+
+
+def test_monitoring_is_found_by_kube_prometheus_stack_and_matches_the_rules(rendered):
+    """The ServiceMonitor carries the release label kube-prometheus-stack selects on, and the job and
+    pool labels it gives series are the ones the rules (and their promtool tests) match on."""
+    overlay, docs = rendered
+    monitor = by_kind(docs, "ServiceMonitor")[0]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    rule = by_kind(render("monitoring"), "PrometheusRule")[0]
+    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
+    selected = [s for s in by_kind(docs, "Service")
+                if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"].get("labels", {}).items()]
+    assert len(selected) == 1 and any(p["name"] == "metrics" for p in selected[0]["spec"]["ports"])
+    service = selected[0]
+    # what the Prometheus Operator makes of it: job = the Service's jobLabel value, pool relabelled
+    job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    relabel = {r["targetLabel"]: r["sourceLabels"][0] for r in monitor["spec"]["endpoints"][0]["relabelings"]}
+    meta = relabel["pool"].removeprefix("__meta_kubernetes_service_label_")
+    pool = next(v for k, v in service["metadata"]["labels"].items() if k.replace(".", "_").replace("/", "_") == meta)
+    assert job == "talkserve" and pool == overlay
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts["TalkserveTargetDown"] == 'up{job="talkserve"} == 0'  # matches the rendered job
+    tests = (ROOT / "k8s" / "tests" / "rules_test.yaml").read_text()
+    assert f'job="talkserve", namespace="{service["metadata"]["namespace"]}", pool="' in tests
+
+
+def test_monitoring_objects_exist_once_across_pools():
+    names = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+             for overlay in [*OVERLAYS, "monitoring"] for d in render(overlay)]
+    assert len(names) == len(set(names))
+    monitoring = render("monitoring")
+    assert sum(d["kind"] == "PrometheusRule" for overlay in OVERLAYS for d in render(overlay)) == 0
+    dashboards = [d for overlay in [*OVERLAYS, "monitoring"] for d in render(overlay)
+                  if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert len(dashboards) == 1 and dashboards[0]["metadata"]["namespace"] == "monitoring"
+    assert {d["kind"] for d in monitoring} == {"PrometheusRule", "ConfigMap"}
 
 
 def test_checkov_pod_security_checks_pass(tmp_path):
@@ -202,37 +296,3 @@ def test_talkserve_up_without_a_docker_engine_says_so(tmp_path):
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
     assert run.returncode == 1 and "no Docker engine answers here" in run.stderr
-
-
-def test_deployment_flags_run_a_real_tritonserver_that_guards_admin_endpoints(built, tmp_path):
-    """The Deployment's Triton command line, as rendered, started on the embedded tritonserver."""
-    import time
-    import urllib.error
-    import urllib.request
-
-    from talkserve.serve import Ports, backend_dir, is_ready, pytriton_root, server_env
-
-    _, current = built
-    _, c = container(render("cpu"))
-    ports = Ports.free()
-    args = [a.replace("$(TALKSERVE_ADMIN_KEY)", "s3cret") for a in c["args"]
-            if not a.startswith(("--model-repository=", "--metrics-port="))]
-    cmd = [str(pytriton_root() / "tritonserver" / "bin" / "tritonserver"), *args,
-           f"--model-repository={current}", f"--backend-directory={backend_dir(tmp_path)}",
-           f"--grpc-port={ports.grpc}", f"--http-port={ports.http}", f"--metrics-port={ports.metrics}"]
-    with (tmp_path / "triton.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, env=server_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while not is_ready(ports):
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "triton.log").read_text()[-3000:]
-            time.sleep(0.5)
-        stats = f"http://127.0.0.1:{ports.http}/v2/models/stats"
-        with pytest.raises(urllib.error.HTTPError):  # statistics are an admin endpoint: no key, no data
-            urllib.request.urlopen(stats, timeout=10)
-        keyed = urllib.request.Request(stats, headers={"talkserve-admin-key": "s3cret"})
-        with urllib.request.urlopen(keyed, timeout=10) as r:
-            assert r.status == 200 and b"model_stats" in r.read()
-    finally:
-        proc.terminate()
-        proc.wait(90)

@@ -24,8 +24,9 @@ from talkserve.client import TalkClient, TalkError
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / ".tools" / "prometheus" / "usr" / "bin"
-RULE = ROOT / "k8s" / "base" / "prometheusrule.yaml"
-MODELS = 9  # talking_head, talking_head_voice, asr, cancel, llm, llm_decoder, tts, lipsync, wav2lip
+RULE = ROOT / "k8s" / "monitoring" / "prometheusrule.yaml"
+# what the rendered ServiceMonitor gives every series of the cpu pool (tests/test_k8s.py checks it)
+POD_LABELS = {"namespace": "talkserve", "pool": "cpu", "pod": "talkserve-cpu-0"}
 
 
 def tool(name: str) -> str:
@@ -76,7 +77,7 @@ def prometheus(server, tmp_path_factory):
               "rule_files": [str(work / "rules.yaml")],
               "scrape_configs": [{"job_name": "talkserve",
                                   "static_configs": [{"targets": [f"127.0.0.1:{server.ports.metrics}"],
-                                                      "labels": {"namespace": "test", "pod": "talkserve-0"}}]}]}
+                                                      "labels": POD_LABELS}]}]}
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = (work / "prometheus.log").open("wb")
@@ -120,7 +121,7 @@ def wait_for(url: str, promql: str, timeout: float = 60) -> list[dict]:
     raise AssertionError(f"Prometheus has no value for {promql} after {timeout:.0f}s")
 
 
-def test_prometheus_scrapes_triton_and_talkserve_series_and_records_rules(prometheus, url):
+def test_prometheus_scrapes_triton_and_talkserve_series_and_records_rules(prometheus, server, url):
     with TalkClient(url) as client:
         for _ in range(2):
             assert list(client.stream("Thanks.", "sample", max_new_tokens=6))
@@ -129,15 +130,20 @@ def test_prometheus_scrapes_triton_and_talkserve_series_and_records_rules(promet
         with pytest.raises(TalkError):  # refused by asr: talkserve_request_errors_total counts it
             list(client.stream_voice(np.zeros(0, np.float32), 16000, "sample"))
     triton = wait_for(prometheus, 'nv_inference_request_success{model="lipsync"} > 0')
-    assert triton[0]["metric"]["pod"] == "talkserve-0"
+    assert triton[0]["metric"]["pod"] == POD_LABELS["pod"]
     wait_for(prometheus, "talkserve_chunks_streamed_total > 0")
     wait_for(prometheus, 'talkserve_requests_rejected_total{field="avatar_id"} > 0')
-    loaded = wait_for(prometheus, "triton:nv_inference_count:models_loaded")
-    assert float(loaded[0]["value"][1]) == MODELS
+    loaded = wait_for(prometheus, "talkserve:models_loaded:count")
+    expected = wait_for(prometheus, "talkserve:models_expected:max")
+    models = sum(1 for d in server.repository.iterdir() if (d / "config.pbtxt").is_file())
+    assert float(loaded[0]["value"][1]) == float(expected[0]["value"][1]) == models
+    assert query(prometheus, 'ALERTS{alertname="TalkserveModelNotReady"}') == []
+    active = wait_for(prometheus, "talkserve:streams_active:max1m")  # there when idle: the HPA can scale down
+    assert active[0]["metric"]["pool"] == "cpu" and float(active[0]["value"][1]) >= 0
     failures = wait_for(prometheus, 'triton:request_failure:ratio_rate5m{model="asr"} > 0')
     assert 0 < float(failures[0]["value"][1]) <= 1  # the refused utterance
     assert float(query(prometheus, 'triton:request_failure:ratio_rate5m{model="tts"}')[0]["value"][1]) == 0
-    ttfc = wait_for(prometheus, "triton:talkserve_time_to_first_chunk_seconds:p95_5m")
+    ttfc = wait_for(prometheus, "talkserve:time_to_first_chunk_seconds:p95_5m")
     assert 0 < float(ttfc[0]["value"][1]) < 60
     queue = wait_for(prometheus, 'triton:nv_inference_queue_compute:ratio_rate1m{model="wav2lip"}')
     assert float(queue[0]["value"][1]) >= 0
@@ -146,17 +152,17 @@ def test_prometheus_scrapes_triton_and_talkserve_series_and_records_rules(promet
 
 # Triton exports these only where it sees a GPU; the embedded CPU server has none.
 GPU_METRICS = {"nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes", "nv_gpu_utilization", "nv_gpu_power_usage"}
-METRIC = re.compile(r"\b(?:nv_|talkserve_|triton:)[A-Za-z0-9_:]*")
+METRIC = re.compile(r"\b(?:nv_|talkserve_|talkserve:|triton:)[A-Za-z0-9_:]*")
 
 
 def test_every_dashboard_expression_parses_and_names_real_metrics(prometheus, url):
     with TalkClient(url) as client:
         assert list(client.stream("Thanks.", "sample", max_new_tokens=6))
-    wait_for(prometheus, "triton:nv_inference_count:models_loaded")
+    wait_for(prometheus, "talkserve:models_loaded:count")
     with urllib.request.urlopen(f"{prometheus}/api/v1/label/__name__/values", timeout=10) as r:
         scraped = set(json.loads(r.read())["data"])
     recorded = {r["record"] for g in rule_groups()["groups"] for r in g["rules"] if "record" in r}
-    dashboard = json.loads((ROOT / "k8s" / "base" / "dashboard.json").read_text())
+    dashboard = json.loads((ROOT / "k8s" / "monitoring" / "dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert len(exprs) >= 10
     for expr in exprs:

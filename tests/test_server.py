@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,3 +248,28 @@ def test_cli_say_keeps_a_named_conversation(url, tmp_path):
     assert [t["role"] for t in saved["history"]] == ["user", "assistant"] * 2
     assert saved["history"][2]["content"] == "Why?"
     assert "two kinds of bugs" in saved["history"][3]["content"]  # the why of the joke, from turn one
+
+
+def test_the_embedded_server_listens_on_loopback_with_admin_endpoints_closed(server):
+    import urllib.error
+    import urllib.request
+
+    def listening(port: int) -> set[str]:
+        found = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hexport = local.rsplit(":", 1)
+                if int(hexport, 16) == port and state == "0A":  # LISTEN
+                    found.add(address)
+        return found
+
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, as IPv4 or IPv4-mapped IPv6
+    for port in (server.ports.grpc, server.ports.http, server.ports.metrics):
+        assert listening(port) and listening(port) <= loopback, port  # not 0.0.0.0
+    stats = f"http://127.0.0.1:{server.ports.http}/v2/models/stats"
+    with pytest.raises(urllib.error.HTTPError):  # restricted as in the pod
+        urllib.request.urlopen(stats, timeout=10)
+    keyed = urllib.request.Request(stats, headers={"talkserve-admin-key": server.admin_key})
+    with urllib.request.urlopen(keyed, timeout=10) as r:
+        assert b"model_stats" in r.read()

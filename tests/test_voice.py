@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from helpers import metric, wait_idle
+from helpers import LONG_QUESTION, Collector, metric, wait_idle
 
 from talkserve.audio import write_wav
 from talkserve.avatars import AvatarStore
@@ -111,26 +110,6 @@ def test_bad_audio_is_invalid_argument(url, case):
         assert client.is_ready()
 
 
-class Collector(threading.Thread):
-    """Streams one reply on its own client, recording (arrival time, chunk)."""
-
-    def __init__(self, url: str, text: str, conversation: str, **kw):
-        super().__init__(daemon=True)
-        self.url, self.text, self.conversation, self.kw = url, text, conversation, kw
-        self.got: list[tuple[float, object]] = []
-        self.ended_at: float | None = None
-        self.first = threading.Event()
-
-    def run(self) -> None:
-        with TalkClient(self.url) as client:
-            for chunk in client.stream(self.text, "sample", conversation_id=self.conversation, **self.kw):
-                self.got.append((time.monotonic(), chunk))
-                self.first.set()
-        self.ended_at = time.monotonic()
-        self.first.set()
-
-
-LONG_QUESTION = "How does this work?"  # three long sentences: several seconds of video
 
 
 def test_cancel_stops_the_reply_on_the_server(server, url):
