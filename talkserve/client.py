@@ -181,7 +181,8 @@ class TalkClient:
         self.model, self.retry, self.attempts, self.connections = model, retry, 0, 0
         self.headers = dict(GRPC_ERROR_HEADERS) if grpc_error_codes else {}
         admin_key = admin_key or os.environ.get("TALKSERVE_ADMIN_KEY")
-        self.admin_headers = {ADMIN_HEADER: admin_key} if admin_key else None
+        # Triton reads a restricted gRPC protocol's key from "triton-grpc-protocol-<header>"
+        self.admin_headers = {f"triton-grpc-protocol-{ADMIN_HEADER}": admin_key} if admin_key else None
         self._connect = lambda: grpcclient.InferenceServerClient(
             url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
             certificate_chain=certificate_chain, keepalive_options=KEEPALIVE,

@@ -142,7 +142,8 @@ def test_a_node_with_no_plan_of_its_own_gets_a_clear_error(tmp_path):
     assert node_problems(repo, []) == ["the repository holds TensorRT engines but this node has no NVIDIA GPU"]
     run = subprocess.run([sys.executable, "-m", "talkserve.cli", "engines", "--check", "--output", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0 and "every engine" in run.stdout  # no `current` here: a CPU repository
+    # nothing published here: a GPU pool's pod must not pass its check (it did, on an empty repository)
+    assert run.returncode == 1 and "no published repository" in run.stderr
 
 
 def test_the_embedded_server_refuses_a_repository_of_engines(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -201,12 +202,19 @@ def test_max_new_tokens_bounds_the_reply(url):
     assert len(chunks[0].text.split()) <= 6
 
 
-def test_cli_say_writes_mp4(url, tmp_path):
+def test_cli_say_writes_mp4(server, url, tmp_path):
     out = tmp_path / "cli.mp4"
+    keyed = {**os.environ, "TALKSERVE_ADMIN_KEY": server.admin_key}  # the per-stage times are admin statistics
     run = subprocess.run([sys.executable, "-m", "talkserve.cli", "say", "Tell me a joke.", "--avatar", "sample",
-                          "-o", str(out), "--url", url], capture_output=True, text=True, timeout=300)
+                          "-o", str(out), "--url", url], capture_output=True, text=True, timeout=300, env=keyed)
     assert run.returncode == 0, run.stderr
     assert "time to first chunk" in run.stdout and "server compute per stage" in run.stdout
+    unkeyed = {k: v for k, v in os.environ.items() if k != "TALKSERVE_ADMIN_KEY"}
+    run = subprocess.run([sys.executable, "-m", "talkserve.cli", "say", "Thanks.", "--avatar", "sample",
+                          "-o", str(tmp_path / "closed.mp4"), "--url", url], capture_output=True, text=True,
+                         timeout=300, env=unkeyed)
+    assert run.returncode == 0 and "server compute per stage" not in run.stdout  # closed without the key
+    (tmp_path / "closed.mp4").unlink()
     assert probe(out)["frames"] > 25
     bad = subprocess.run([sys.executable, "-m", "talkserve.cli", "say", "Hi.", "--avatar", "ghost",
                           "-o", str(tmp_path / "no.mp4"), "--url", url], capture_output=True, text=True, timeout=300)
