@@ -104,6 +104,10 @@ def test_the_cpu_pool_comes_up_serves_a_reply_from_a_read_only_avatar_store_and_
     readiness, liveness = result(results, "exec", "tritonserver", 0), result(results, "exec", "tritonserver", 1)
     assert readiness["rc"] == 0 and readiness["out"].strip() == "ready", readiness
     assert liveness["rc"] == 0 and liveness["out"].strip() == "live", liveness
+    for probe, spec_ in ((readiness, ready), (liveness, live)):  # start-up included: within the kubelet's limit
+        assert probe["seconds"] < spec_["timeoutSeconds"], probe
+    print(f"startup {started['seconds']:.1f}s, readiness {readiness['seconds']:.2f}s, "
+          f"liveness {liveness['seconds']:.2f}s")
     reply = result(results, "host")
     assert reply["rc"] == 0, reply["out"]  # statistics only with the Secret's key
     n, frames, shape = reply["out"].split()
