@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import talkserve
+from talkserve.turns import remove_scratch, remove_stale_scratch
 
 
 class ServerError(RuntimeError):
@@ -157,6 +158,7 @@ class Server:
         cache = Path(os.environ.get("TALKSERVE_CACHE", Path.home() / ".cache" / "talkserve"))
         cmd = command(repo, self.ports, backend_dir(cache), self.exit_timeout, host=self.host,
                       admin_key=self.admin_key)
+        remove_stale_scratch()  # left in /dev/shm by servers that were killed
         if self.log:
             with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
                 self.proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT)
@@ -177,14 +179,17 @@ class Server:
         """SIGTERM, then SIGKILL after `wait` seconds (default: Triton's exit timeout + 15).
 
         Triton 2.51 cuts streaming replies on SIGTERM: call `drain` first to let them finish."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(self.exit_timeout + 15 if wait is None else wait)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.exit_timeout + 15 if wait is None else wait)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        remove_scratch(self.proc.pid)  # its turns and drain flag: nothing of it is left in /dev/shm
+        return self.proc.returncode
 
     def drain(self, timeout: float) -> bool:
         """Refuse new replies and wait up to `timeout` s for those in flight (talkserve.drain)."""
@@ -194,15 +199,11 @@ class Server:
 
     def shutdown(self) -> int | None:
         """Drain, then stop — all within the exit timeout (plus a few seconds to exit)."""
-        from talkserve.drain import clear
-
         if self.proc is None or self.proc.poll() is not None:
             return self.stop()
         start = time.monotonic()
         self.drain(self.exit_timeout)
-        code = self.stop(wait=max(5.0, self.exit_timeout - (time.monotonic() - start)))
-        clear(self.proc.pid)
-        return code
+        return self.stop(wait=max(5.0, self.exit_timeout - (time.monotonic() - start)))
 
     def __enter__(self) -> Server:
         return self.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +24,34 @@ NO_TURN = ""  # requests without a conversation_id cannot be superseded
 IDLE_SECONDS = 3600  # a conversation untouched this long is forgotten
 
 
+def scratch_base() -> Path:
+    return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
 def server_scratch(kind: str, server_pid: int | None = None) -> Path:
     """A path private to one tritonserver process, shared by its python stubs (whose parent it is)
     and by `talkserve` commands that know its pid; in /dev/shm when there is one."""
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    return base / f"talkserve-{kind}-{server_pid or os.getppid()}"
+    return scratch_base() / f"talkserve-{kind}-{server_pid or os.getppid()}"
+
+
+def remove_scratch(server_pid: int) -> None:
+    """Everything a tritonserver's stubs kept in scratch (turns, the drain flag): once it has exited."""
+    for path in scratch_base().glob(f"talkserve-*-{server_pid}"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def remove_stale_scratch() -> list[int]:
+    """Scratch of tritonservers that are gone (killed before they could clean up); the pids removed."""
+    gone = []
+    for path in scratch_base().glob("talkserve-*-*"):
+        pid = path.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            remove_scratch(int(pid))
+            gone.append(int(pid))
+    return gone
 
 
 class Turns:

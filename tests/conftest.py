@@ -10,8 +10,20 @@ import pytest
 from talkserve.avatars import AvatarStore
 from talkserve.recipe import SAMPLE_PORTRAIT, Recipe
 
+# Lanes come from what a test uses, not from a list kept by hand: a test that asks for one of these
+# fixtures needs a built repository or a running tritonserver (the `server` lane); tests of the
+# deployment (manifests, rules, pods, router) are the `deploy` lane. `slow` (training, compression
+# builds) is marked where the test is.
+SERVER_FIXTURES = {"built", "server", "url", "replicas", "prometheus", "cpu_jobs"}
+DEPLOY_MODULES = {"test_k8s", "test_monitoring", "test_pod", "test_router"}
+
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+        if item.module.__name__ in DEPLOY_MODULES:
+            item.add_marker(pytest.mark.deploy)
     try:
         import torch
 

@@ -119,6 +119,7 @@ def test_head_plan_is_gqa_consistent():
     assert head_plan(32, 8, 0.3) == (6, 4)
 
 
+@pytest.mark.slow
 def test_llm_head_and_ffn_pruning_gives_a_normal_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -141,6 +142,7 @@ def test_llm_head_and_ffn_pruning_gives_a_normal_model(tmp_path):
 # ---- schedule, INT8, gates -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pruned_int8_vocoder_has_qdq_and_holds_its_gate(data, tmp_path):
     task = VocoderTask(load_hifigan(None, TINY_VOCODER), data)
     cfg = C.VocoderCompression.model_validate({
@@ -167,6 +169,7 @@ def test_pruned_int8_vocoder_has_qdq_and_holds_its_gate(data, tmp_path):
     assert (tmp_path / "compression_report.json").is_file()
 
 
+@pytest.mark.slow
 def test_fitting_the_vocoder_teacher_turns_a_constant_into_speech_band_audio(data):
     from talkserve.models.train_vocoder import FitConfig, fit_to_speech
 
@@ -195,6 +198,7 @@ class BrokenVocoder(VocoderTask):
             yield ratio, pruned
 
 
+@pytest.mark.slow
 def test_broken_model_fails_its_gate_by_name(data, tmp_path):
     """The build stops naming model, metric, value and threshold; --accept-failed-gates records it."""
     task = BrokenVocoder(load_hifigan(None, TINY_VOCODER), data)
@@ -215,6 +219,7 @@ def test_gate_directions():
     assert not check("m", {"snr": 20, "stoi": 0.9, "pesq": float("nan")}, C.VocoderGates())[2].threshold
 
 
+@pytest.mark.slow
 def test_acoustic_int8_round_trip(data, tmp_path):
     from talkserve.compress.tasks import AcousticTask
 
@@ -227,6 +232,7 @@ def test_acoustic_int8_round_trip(data, tmp_path):
     assert report.cpu_form == "dynamic" and not failed(report.gates)
 
 
+@pytest.mark.slow
 def test_whisper_hears_the_piper_voice(data):
     """The WER gate's instrument: real Whisper tiny on real Piper speech."""
     from talkserve.compress.tasks import transcribe

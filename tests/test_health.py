@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from helpers import start_serve, triton_under
 
 from talkserve.drain import clear, start
 from talkserve.health import live_stubs, liveness_problems, problems, processes, python_instances
+from talkserve.turns import remove_stale_scratch, scratch_base
 
 pytestmark = pytest.mark.server
 
@@ -54,6 +56,22 @@ def test_probe_fails_when_a_stub_dies_though_triton_still_says_ready(built, tmp_
             assert run.returncode == 1 and "tts_0_0" in run.stderr
     finally:
         server.stop()
+    assert not list(scratch_base().glob(f"talkserve-*-{pid}"))  # no turns or drain flag left in /dev/shm
+
+
+def test_scratch_of_servers_that_are_gone_is_removed_and_a_live_ones_kept(tmp_path):
+    dead = 2**22 + 12345  # above the kernel's pid_max: never a live process
+    assert not Path(f"/proc/{dead}").exists()
+    (scratch_base() / f"talkserve-turns-{dead}").mkdir()
+    (scratch_base() / f"talkserve-turns-{dead}" / "x").write_text("1")
+    (scratch_base() / f"talkserve-draining-{dead}").touch()
+    mine = scratch_base() / f"talkserve-turns-{os.getpid()}"
+    mine.mkdir(exist_ok=True)
+    try:
+        assert dead in remove_stale_scratch()
+        assert not list(scratch_base().glob(f"talkserve-*-{dead}")) and mine.is_dir()
+    finally:
+        mine.rmdir()
 
 
 def test_serve_restarts_the_server_when_a_stub_dies(built, tmp_path):

@@ -76,6 +76,7 @@ def starter():
     return generate
 
 
+@pytest.mark.slow
 def test_starter_wav2lip_draws_a_face_whose_mouth_follows_the_speech(starter, avatar, speech):
     faces = wav2lip_faces(starter, avatar, *speech[0], colour=False)
     assert faces.std(axis=(1, 2)).mean() > 20  # a face, not a flat patch

@@ -118,6 +118,7 @@ def test_generation_with_kv_cache_matches_full_recompute(starter_step):
     assert np.isfinite(cached).all()
 
 
+@pytest.mark.slow
 def test_starter_training_is_reproducible(tmp_path):
     """Same script, same seed → byte-identical weights and tokenizer (short schedule for CI)."""
     import hashlib

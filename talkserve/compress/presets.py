@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from talkserve.compress.config import CompressRecipe
 
-INT8 = {"quantize": {"precision": "int8"}}
 # The layers every INT8 preset keeps float from the start: each net's first and last convs (the
 # image / waveform edges, where INT8 error shows most); the sweep adds more when a gate needs it.
 KEEP_FLOAT = {

@@ -7,6 +7,7 @@ drive it from anywhere — PyTorch, ONNX Runtime, or a Triton BLS call to a Tens
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -49,6 +50,7 @@ class DecoderStep(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.takes_cache = "cache" in inspect.signature(model.forward).parameters
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
         from transformers import DynamicCache
@@ -56,9 +58,11 @@ class DecoderStep(nn.Module):
         cache = DynamicCache()  # transformers keeps its cache as an object; rebuild it from tensors
         for i in range(len(past) // 2):
             cache.update(past[2 * i], past[2 * i + 1], i)
+        # `cache` where transformers has it: `past_key_values` is deprecated there and goes in 5.40
+        name = "cache" if self.takes_cache else "past_key_values"
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True)
+                         use_cache=True, **{name: cache})
         present = []
-        for layer in out.past_key_values.layers:
+        for layer in getattr(out, name).layers:
             present += [layer.keys, layer.values]
         return (out.logits, *present)
