@@ -181,7 +181,8 @@ def serve(
     typer.echo(f"ready: grpc {host}:{grpc_port}  http {host}:{http_port}  metrics {host}:{metrics_port}/metrics")
     if not os.environ.get("TALKSERVE_ADMIN_KEY"):
         typer.echo("admin endpoints (statistics, model config, ...) are closed: set TALKSERVE_ADMIN_KEY to open "
-                   "them to requests with that key in header talkserve-admin-key")
+                   "them to requests carrying that key (HTTP header talkserve-admin-key, gRPC metadata "
+                   "triton-grpc-protocol-talkserve-admin-key)")
     next_check = time.monotonic() + health_interval
     while not stop["now"] and server.proc.poll() is None:
         time.sleep(0.5)
