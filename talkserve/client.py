@@ -31,7 +31,7 @@ import tritonclient.grpc as grpcclient
 from prometheus_client import Counter, Histogram
 from tritonclient.utils import InferenceServerException
 
-from talkserve.drain import MESSAGE as DRAINING
+from talkserve.text import DRAINING_MESSAGE as DRAINING
 
 MODEL = "talking_head"
 VOICE_MODEL = "talking_head_voice"

@@ -16,9 +16,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from talkserve.text import DRAINING_MESSAGE
 from talkserve.turns import server_scratch
 
-MESSAGE = "server is draining for shutdown; retry on another replica"
+MESSAGE = DRAINING_MESSAGE
 # Work in flight: requests queued in a scheduler, and requests a python model is executing.
 BUSY_METRICS = ("nv_inference_pending_request_count", "talkserve_requests_executing")
 

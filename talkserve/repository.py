@@ -122,6 +122,15 @@ def read_configs(root: Path) -> list[mc.ModelConfig]:
     return [read_config(p.parent) for p in sorted(Path(root).glob("*/config.pbtxt"))]
 
 
+def engine_configs(root: Path) -> list[mc.ModelConfig]:
+    """The TensorRT models of a repository (a GPU-target build)."""
+    return [cfg for cfg in read_configs(root) if cfg.platform == "tensorrt_plan"]
+
+
+def has_engines(root: Path) -> bool:
+    return bool(engine_configs(root))
+
+
 def write_config(model_dir: Path, cfg: mc.ModelConfig) -> None:
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(cfg))

@@ -149,7 +149,7 @@ class Server:
         repo = Path(self.repository).resolve()
         if not repo.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist (run `talkserve build`)")
-        from talkserve.targets.gpu import has_engines
+        from talkserve.repository import has_engines
 
         if has_engines(repo):
             raise ServerError(f"{self.repository} holds TensorRT engines (built with --target gpu); the embedded "

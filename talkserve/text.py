@@ -64,6 +64,9 @@ class SentenceStream:
 
 
 ROLES = ("user", "assistant")
+# What a draining server answers a new reply with (talkserve.drain); the client recognises it by this
+# text where the transport dropped the gRPC code, so it lives here, on the side both import.
+DRAINING_MESSAGE = "server is draining for shutdown; retry on another replica"
 MAX_HISTORY_MESSAGES = 32
 
 

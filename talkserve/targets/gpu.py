@@ -29,6 +29,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from talkserve import repository as repo
 from talkserve.recipe import Recipe, talkserve_home
+from talkserve.repository import engine_configs, has_engines
 
 T = mc.DataType
 PLAN = re.compile(r"model_sm(\d)(\d+)\.plan")
@@ -357,14 +358,6 @@ def node_problems(repository: Path, gpus: list[Gpu] | None = None, require_engin
     if problems:
         problems.append("build them on a node of this GPU: `talkserve engines` (adds them to the repository)")
     return problems
-
-
-def engine_configs(repository: Path) -> list[mc.ModelConfig]:
-    return [cfg for cfg in repo.read_configs(repository) if cfg.platform == "tensorrt_plan"]
-
-
-def has_engines(repository: Path) -> bool:
-    return bool(engine_configs(repository))
 
 
 # --- the build step -----------------------------------------------------------------------------------
