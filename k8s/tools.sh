@@ -4,27 +4,24 @@
 # service starts on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=.tools/prometheus
-if [ ! -x "$dest/usr/bin/promtool" ]; then
-  tmp=$(mktemp -d)
-  (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; })
-  mkdir -p "$dest"
-  dpkg -x "$tmp"/prometheus_*.deb "$dest"
-  rm -rf "$tmp"
-fi
-"$dest/usr/bin/promtool" --version | head -1
-
-# nginx from Debian's package, unpacked the same way: the router's configuration (k8s/base/router)
-# runs on it in tests/test_router.py.
-ngx=.tools/nginx
-if [ ! -x "$ngx/usr/sbin/nginx" ]; then
-  tmp=$(mktemp -d)
-  (cd "$tmp" && { apt-get download nginx >/dev/null 2>&1 || { apt-get update -qq && apt-get download nginx; }; })
-  mkdir -p "$ngx"
-  dpkg -x "$tmp"/nginx_*.deb "$ngx"
-  rm -rf "$tmp"
-fi
-"$ngx/usr/sbin/nginx" -v
+# unpack PACKAGE into .tools/PACKAGE unless BINARY (a path inside it) is already there
+unpack() {
+  local package=$1 binary=$2 dest=.tools/$1
+  if [ ! -x "$dest/$binary" ]; then
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && { apt-get download "$package" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$package"; }; })
+    mkdir -p "$dest"
+    dpkg -x "$tmp"/"$package"_*.deb "$dest"
+    rm -rf "$tmp"
+  fi
+}
+unpack prometheus usr/bin/promtool
+.tools/prometheus/usr/bin/promtool --version | head -1
+# nginx, unpacked the same way: the router's configuration (k8s/base/router) runs on it in
+# tests/test_router.py.
+unpack nginx usr/sbin/nginx
+.tools/nginx/usr/sbin/nginx -v
 
 # The Prometheus Operator's CRD schemas (ServiceMonitor, PrometheusRule), compiled to validators.
 node_dest=.tools/node
