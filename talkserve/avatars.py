@@ -175,7 +175,8 @@ class AvatarStore:
     def _connect_read_only(self) -> sqlite3.Connection:
         if not self.path.is_file():
             raise AvatarError(f"avatar store {self.path} does not exist (register avatars with `talkserve avatar add`)")
-        if _is_wal(self.path) and not os.access(self.path.parent, os.W_OK):
+        # once per store, not per request: writers leave it in rollback-journal mode
+        if not self._schema_ready and _is_wal(self.path) and not os.access(self.path.parent, os.W_OK):
             raise AvatarError(f"avatar store {self.path} is in WAL mode, which a read-only mount cannot read; open it "
                               "read-write once (`talkserve avatar list --db ...`) to convert it")
         uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"

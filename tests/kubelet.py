@@ -19,6 +19,7 @@ A pod is one `unshare --mount --pid --net --fork` child running this file as a d
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -53,7 +54,7 @@ def image_env(image: str) -> dict[str, str]:
     return env
 
 
-def container_env(pod: dict, container: dict, secrets: dict[str, str], namespace: str) -> dict[str, str]:
+def container_env(container: dict, secrets: dict[str, str], namespace: str) -> dict[str, str]:
     env = image_env(container["image"])
     for item in container.get("env", []):
         if "value" in item:
@@ -94,7 +95,7 @@ def plan_pod(pod: dict, claims: dict[str, str], configmaps: dict[str, dict], sec
     containers = {}
     for c in [*pod.get("initContainers", []), *pod["containers"]]:
         csc = {**sc, **c.get("securityContext", {})}
-        env = container_env(pod, c, secrets, namespace)
+        env = container_env(c, secrets, namespace)
         argv = expand([*c.get("command", []), *c.get("args", [])], env)
         if not csc.get("readOnlyRootFilesystem") or csc.get("allowPrivilegeEscalation", True):
             raise ValueError(f"{c['name']}: only read-only, no-escalation containers are emulated")
@@ -205,8 +206,6 @@ exec env {env} {triton['binary']} --backend-directory={backends} "$@"
                 path = self.work / "configmap" / name
                 stamp = path / "..2026_01_01_00_00_00.000000000"
                 stamp.mkdir(parents=True)
-                import base64
-
                 for key, text in v["data"].items():
                     (stamp / key).write_text(text)
                 for key, b64 in v["binaryData"].items():
