@@ -35,6 +35,7 @@ from pathlib import Path
 NEWER_FLAGS = ("--grpc-max-response-pool-size",)
 PROJECT = Path(__file__).resolve().parents[1]
 IMAGES = {"ghcr.io/talkserve/talkserve": "Dockerfile", "ghcr.io/talkserve/talkserve-build": "Dockerfile.build"}
+VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")  # the kubelet's $(VAR) in env values, command, args
 IMAGE_HOME = "/home/talkserve"  # the image's user has no home folder (useradd --no-create-home)
 
 
@@ -58,7 +59,7 @@ def container_env(container: dict, secrets: dict[str, str], namespace: str) -> d
     env = image_env(container["image"])
     for item in container.get("env", []):
         if "value" in item:
-            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), item["value"])
+            value = expand([item["value"]], env)[0]
         elif "secretKeyRef" in item["valueFrom"]:
             ref = item["valueFrom"]["secretKeyRef"]
             value = secrets[f"{ref['name']}/{ref['key']}"]
@@ -71,7 +72,7 @@ def container_env(container: dict, secrets: dict[str, str], namespace: str) -> d
 
 def expand(args: list[str], env: dict[str, str]) -> list[str]:
     """$(VAR) in command and args, as the kubelet expands them."""
-    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), a) for a in args]
+    return [VAR_REF.sub(lambda m: env.get(m[1], m[0]), a) for a in args]
 
 
 def plan_pod(pod: dict, claims: dict[str, str], configmaps: dict[str, dict], secrets: dict[str, str],
