@@ -32,6 +32,7 @@ from prometheus_client import Counter, Histogram
 from tritonclient.utils import InferenceServerException
 
 from talkserve.text import DRAINING_MESSAGE as DRAINING
+from talkserve.text import OVERLOADED_MESSAGE as OVERLOADED
 
 MODEL = "talking_head"
 VOICE_MODEL = "talking_head_voice"
@@ -114,10 +115,13 @@ _INVALID_ARG = re.compile(
 
 def stream_error_status(e: InferenceServerException) -> str:
     """gRPC status name of a stream error, restoring INVALID_ARGUMENT and UNAVAILABLE (a draining
-    server, retried) where the transport dropped it."""
+    server, retried) where the transport dropped it. A server at its stream limit is RESOURCE_EXHAUSTED
+    (retried): Triton has no such code, so it answers UNAVAILABLE with the limit's message."""
+    message = e.message() or ""
+    if OVERLOADED in message:
+        return "RESOURCE_EXHAUSTED"
     if e.status():
         return e.status().removeprefix("StatusCode.")
-    message = e.message() or ""
     if DRAINING in message:
         return "UNAVAILABLE"
     return "INVALID_ARGUMENT" if _INVALID_ARG.search(message) else "UNKNOWN"

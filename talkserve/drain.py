@@ -2,7 +2,7 @@
 
 Measured on the embedded Triton 2.51: SIGTERM cuts in-flight gRPC streams within 0.7 s instead of
 draining them. So the drain happens before the signal: a flag (private to one tritonserver pid)
-makes the entry models (`llm`, `asr`) refuse new replies with UNAVAILABLE — clients retry those on
+makes the entry model (`admit`) refuse new replies with UNAVAILABLE — clients retry those on
 another replica — and the readiness probe fail, while replies already under way run to the end;
 once no request is pending or executing, Triton gets its SIGTERM and exits at once.
 `talkserve serve` does this on SIGTERM; in Kubernetes the preStop hook runs `talkserve drain`.

@@ -114,6 +114,14 @@ class ServingRecipe(Strict):
     max_text_chars: int = Field(1000, ge=1, description="Longest accepted request text")
     avatar_db: Path | None = Field(None, description="Avatar SQLite file; null = $TALKSERVE_HOME/avatars.db")
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 = default")
+    max_streams: int | None = Field(
+        None, ge=1, description="Replies the server runs at once; one more is refused at once (clients: "
+                                "RESOURCE_EXHAUSTED, retried on another replica). null = calibrated at the end of "
+                                "the build from the speech and lip-sync cost of a second of video on this machine "
+                                "(build where you serve, or set it: a GPU node runs more than its build Job's CPU)")
+    stream_lease_seconds: float = Field(
+        60.0, gt=0, description="A reply whose stages have made no progress this long (a stage died) stops holding "
+                                "its slot")
 
     def resolved_avatar_db(self) -> Path:
         return avatar_db(self.avatar_db).absolute()

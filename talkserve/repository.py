@@ -68,12 +68,12 @@ OPTIONAL_INPUTS = [("max_new_tokens", T.TYPE_INT32), ("emotion", T.TYPE_STRING),
 # What llm streams with each sentence: the sentence, and what later steps need from the request.
 SENTENCE = {"reply_text": "sentence_text", "chunk_index": "sentence_index", "avatar_id": "sentence_avatar_id",
             "started_at": "request_started_at", "emotion": "sentence_emotion", "turn": "sentence_turn",
-            "user_text": "sentence_user_text"}
+            "user_text": "sentence_user_text", "stream": "sentence_stream"}
 
 
 def ensemble_config(name: str, voice: bool = False) -> mc.ModelConfig:
-    """talking_head: llm (one response per sentence) → tts → lipsync (parts of each sentence).
-    talking_head_voice: asr first; each response also carries the recognised `user_text`."""
+    """talking_head: admit (a stream slot) → llm (one response per sentence) → tts → lipsync (parts of
+    each sentence). talking_head_voice: asr first; each response also carries `user_text`."""
 
     def step(model: str, inputs: dict[str, str], outputs: dict[str, str]):
         return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
@@ -82,14 +82,20 @@ def ensemble_config(name: str, voice: bool = False) -> mc.ModelConfig:
     # reply's audio in each response: it is `user_audio`, as the recognised text is `user_text`.
     first = ([tensor("user_audio", T.TYPE_FP32, [-1]), tensor("user_sample_rate", T.TYPE_INT32, [1])] if voice
              else [tensor("text", T.TYPE_STRING, [1])])
-    llm_inputs = {"avatar_id": "avatar_id", **{n: n for n, _ in OPTIONAL_INPUTS}}
+    llm_inputs = {"avatar_id": "avatar_id", "stream": "stream_id", **{n: n for n, _ in OPTIONAL_INPUTS}}
+    admit_inputs = {"avatar_id": "avatar_id", "conversation_id": "conversation_id"}
     steps = []
     if voice:
         steps.append(step("asr", {"audio": "user_audio", "sample_rate": "user_sample_rate"},
                           {"text": "heard_text", "started_at": "heard_at"}))
         llm_inputs |= {"text": "heard_text", "started_at": "heard_at"}
+        # Steps run once their inputs exist: admit waits for the recognised text, so an utterance that
+        # fails recognition takes no slot (a step that fails leaves the ones after it unrun).
+        admit_inputs["text"] = "heard_text"
     else:
         llm_inputs["text"] = "text"
+    # A refused text reply costs nothing: the slot is taken before generation.
+    steps.append(step("admit", admit_inputs, {"stream": "stream_id"}))
     response = RESPONSE + ([("user_text", T.TYPE_STRING, [1])] if voice else [])
     steps += [
         step("llm", llm_inputs, SENTENCE),

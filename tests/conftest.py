@@ -46,6 +46,8 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("talkserve")
     recipe = Recipe()
     recipe.serving.avatar_db = root / "avatars.db"
+    # The suite runs several streams at once to test other things; admission has tests of its own.
+    recipe.serving.max_streams = 8
     AvatarStore(recipe.serving.avatar_db).add(SAMPLE_PORTRAIT, "sample")
     current = build(recipe, root / "model_repository", STEPS, progress=lambda s: None)
     return recipe, current

@@ -190,7 +190,8 @@ def test_scaling_disruption_and_network_policy(rendered):
     rule = adapter["rules"]["custom"][0]
     rules = by_kind(render("monitoring"), "PrometheusRule")[0]["spec"]["groups"]
     recorded = {r.get("record") for g in rules for r in g["rules"]}
-    assert rule["name"]["as"] == metric == "talkserve_streams_active"
+    assert rule["name"]["as"] == metric == "talkserve_stream_utilization"
+    assert 0 < float(hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"].rstrip("m")) / 1000 < 1
     assert rule["seriesQuery"].split("{")[0] in recorded  # the HPA scales on a series we record
     assert not [d for d in by_kind(docs, "ConfigMap") if "adapter" in d["metadata"]["name"]]  # not in the app ns
     pdb = next(p for p in by_kind(docs, "PodDisruptionBudget") if "router" not in p["metadata"]["name"])

@@ -138,8 +138,8 @@ def test_prometheus_scrapes_triton_and_talkserve_series_and_records_rules(promet
     models = sum(1 for d in server.repository.iterdir() if (d / "config.pbtxt").is_file())
     assert float(loaded[0]["value"][1]) == float(expected[0]["value"][1]) == models
     assert query(prometheus, 'ALERTS{alertname="TalkserveModelNotReady"}') == []
-    active = wait_for(prometheus, "talkserve:streams_active:max1m")  # there when idle: the HPA can scale down
-    assert active[0]["metric"]["pool"] == "cpu" and float(active[0]["value"][1]) >= 0
+    active = wait_for(prometheus, "talkserve:stream_utilization:max1m")  # there when idle: the HPA can scale down
+    assert active[0]["metric"]["pool"] == "cpu" and 0 <= float(active[0]["value"][1]) <= 1
     failures = wait_for(prometheus, 'triton:request_failure:ratio_rate5m{model="asr"} > 0')
     assert 0 < float(failures[0]["value"][1]) <= 1  # the refused utterance
     assert float(query(prometheus, 'triton:request_failure:ratio_rate5m{model="tts"}')[0]["value"][1]) == 0

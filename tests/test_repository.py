@@ -71,17 +71,18 @@ def test_starter_repository_configs(built):
     configs = {}
     for path in current.glob("*/config.pbtxt"):
         configs[path.parent.name] = text_format.Parse(path.read_text(), mc.ModelConfig())
-    assert set(configs) == {"talking_head", "talking_head_voice", "asr", "cancel", "llm", "llm_decoder", "tts",
-                            "lipsync", "wav2lip"}
+    assert set(configs) == {"talking_head", "talking_head_voice", "admit", "asr", "cancel", "llm", "llm_decoder",
+                            "tts", "lipsync", "wav2lip"}
     head = configs["talking_head"]
     assert head.platform == "ensemble" and head.model_transaction_policy.decoupled
-    assert [s.model_name for s in head.ensemble_scheduling.step] == ["llm", "tts", "lipsync"]
+    assert [s.model_name for s in head.ensemble_scheduling.step] == ["admit", "llm", "tts", "lipsync"]
     assert [i.name for i in head.input] == ["text", "avatar_id", "max_new_tokens", "emotion", "conversation_id",
                                             "history"]
     assert all(i.optional for i in head.input[2:])
     assert [o.name for o in head.output] == ["reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video"]
     voice = configs["talking_head_voice"]
-    assert [s.model_name for s in voice.ensemble_scheduling.step] == ["asr", "llm", "tts", "lipsync"]
+    assert [s.model_name for s in voice.ensemble_scheduling.step] == ["asr", "admit", "llm", "tts", "lipsync"]
+    assert voice.ensemble_scheduling.step[1].input_map["text"] == "heard_text"  # admitted once recognised
     assert [i.name for i in voice.input][:3] == ["user_audio", "user_sample_rate", "avatar_id"]
     assert [o.name for o in voice.output][-1] == "user_text"
     assert configs["llm"].model_transaction_policy.decoupled
@@ -94,3 +95,5 @@ def test_starter_repository_configs(built):
     assert "onnxruntime" in manifest["versions"]
     assert "wav2lip/1/model.onnx" in manifest["files"]
     assert max(manifest["reports"]["wav2lip"]["max_abs_diff"].values()) < 1e-4
+    assert manifest["capacity"] == {"max_streams": 8, "from": "recipe"}
+    assert configs["admit"].parameters["max_streams"].string_value == "8"

@@ -3,6 +3,7 @@ nothing outside the mouth region changes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,20 @@ def test_warp_build_serves_without_a_generator(warp_server):
     _, current, _ = warp_server
     assert (current / "lipsync" / "config.pbtxt").exists()
     assert not (current / "wav2lip").exists()
+
+
+def test_the_build_calibrates_the_stream_limit_from_what_a_second_of_video_costs_here(warp_server):
+    from talkserve import repository as repo
+    from talkserve.targets.calibrate import HEADROOM, MOST
+
+    _, current, _ = warp_server
+    capacity = json.loads((current / "talkserve_build.json").read_text())["capacity"]  # max_streams: null
+    cost = capacity["tts_s_per_s"] + capacity["lipsync_s_per_s"]
+    assert capacity["cost_s_per_s"] == pytest.approx(cost, abs=2e-4) and capacity["video_seconds"] > 1
+    assert capacity["lipsync_s_per_s"] < 0.2  # the warp draws hundreds of frames a second
+    assert capacity["max_streams"] == max(1, min(MOST, int(HEADROOM / capacity["cost_s_per_s"])))
+    admit = repo.read_config(current / "admit")
+    assert admit.parameters["max_streams"].string_value == str(capacity["max_streams"])
 
 
 def test_warp_reply_moves_only_the_mouth(warp_server, tmp_path):

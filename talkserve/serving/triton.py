@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from talkserve.admission import Overloaded
 from talkserve.drain import Draining
 from talkserve.text import RequestError
 
@@ -48,8 +49,9 @@ class Metrics:
         # failure-ratio alert reads this.
         self.errors = self.counters_by(
             "talkserve_request_errors_total",
-            "Requests answered with an error, by kind (invalid input, internal, refused while draining)",
-            "kind", ["invalid", "internal", "unavailable"])
+            "Requests answered with an error, by kind (invalid input, internal, refused while draining, "
+            "refused at the stream limit)",
+            "kind", ["invalid", "internal", "unavailable", "overloaded"])
         # What `talkserve drain` waits for (with Triton's pending count) before the server stops.
         self.executing = self.gauge("talkserve_requests_executing", "Requests this model is executing now")
 
@@ -99,13 +101,15 @@ def bls(model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[s
 
 
 def error_response(err: Exception, metrics: Metrics | None = None) -> pb_utils.InferenceResponse:
-    """RequestError → INVALID_ARGUMENT naming the field, Draining → UNAVAILABLE (the client retries
-    elsewhere); anything else → INTERNAL. Counted by kind."""
+    """RequestError → INVALID_ARGUMENT naming the field, Draining and Overloaded → UNAVAILABLE (the
+    client retries elsewhere); anything else → INTERNAL. Counted by kind."""
     kind, code, message = "internal", pb_utils.TritonError.INTERNAL, f"{type(err).__name__}: {err}"
     if isinstance(err, RequestError):
         kind, code, message = "invalid", pb_utils.TritonError.INVALID_ARG, str(err)
     elif isinstance(err, Draining):
         kind, code, message = "unavailable", pb_utils.TritonError.UNAVAILABLE, str(err)
+    elif isinstance(err, Overloaded):  # Triton has no RESOURCE_EXHAUSTED; the client reads the message
+        kind, code, message = "overloaded", pb_utils.TritonError.UNAVAILABLE, str(err)
     if metrics is not None:
         metrics.errors[kind].increment(1)
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))

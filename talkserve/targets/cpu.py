@@ -100,10 +100,11 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
         "llm",
         [tensor("text", T.TYPE_STRING, [1]), tensor("avatar_id", T.TYPE_STRING, [1]),
          *(tensor(n, dtype, [1], optional=True) for n, dtype in repo.OPTIONAL_INPUTS),
-         tensor("started_at", T.TYPE_FP64, [1], optional=True)],
+         tensor("started_at", T.TYPE_FP64, [1], optional=True), tensor("stream", T.TYPE_STRING, [1], optional=True)],
         [out("reply_text", T.TYPE_STRING, [1]), out("chunk_index", T.TYPE_INT32, [1]),
          out("avatar_id", T.TYPE_STRING, [1]), out("started_at", T.TYPE_FP64, [1]),
-         out("emotion", T.TYPE_STRING, [1]), out("turn", T.TYPE_STRING, [1]), out("user_text", T.TYPE_STRING, [1])],
+         out("emotion", T.TYPE_STRING, [1]), out("turn", T.TYPE_STRING, [1]), out("user_text", T.TYPE_STRING, [1]),
+         out("stream", T.TYPE_STRING, [1])],
         {"kv_layout": json.dumps(asdict(layout)), "max_new_tokens": recipe.llm.max_new_tokens,
          "max_new_tokens_limit": recipe.llm.max_new_tokens_limit,
          "max_text_chars": recipe.serving.max_text_chars, "avatar_db": recipe.serving.configured_avatar_db(),
@@ -214,11 +215,12 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
          tensor("audio", T.TYPE_FP32, [-1]), tensor("sample_rate", T.TYPE_INT32, [1]),
          tensor("avatar_id", T.TYPE_STRING, [1]), tensor("started_at", T.TYPE_FP64, [1]),
          tensor("emotion", T.TYPE_STRING, [1]), tensor("turn", T.TYPE_STRING, [1]),
-         tensor("user_text", T.TYPE_STRING, [1])],
+         tensor("user_text", T.TYPE_STRING, [1]), tensor("stream", T.TYPE_STRING, [1])],
         [out(n, dtype, dims) for n, dtype, dims in repo.RESPONSE] + [out("user_text", T.TYPE_STRING, [1])],
         {"avatar_db": recipe.serving.configured_avatar_db(), "fps": recipe.video.fps, "kind": kind,
          "warp": recipe.lipsync.warp.model_dump_json(),
-         "first_part_frames": w.first_part_frames, "part_frames": w.part_frames},
+         "first_part_frames": w.first_part_frames, "part_frames": w.part_frames,
+         "stream_lease_seconds": recipe.serving.stream_lease_seconds},
         instances=SEQUENTIAL, decoupled=True,
     )
     repo.write_config(root / "lipsync", lipsync)
@@ -248,6 +250,28 @@ def asr_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.install_python_model(root / "cancel", "cancel")
 
 
+def capacity_step(root: Path, recipe: Recipe, extra: dict) -> None:
+    """`admit`, the ensembles' first step, with the stream limit: the recipe's, or calibrated here."""
+    limit = recipe.serving.max_streams
+    if limit is None:
+        from talkserve.targets.calibrate import calibrate
+
+        extra["capacity"] = calibrate(root)
+        limit = extra["capacity"]["max_streams"]
+    else:
+        extra["capacity"] = {"max_streams": limit, "from": "recipe"}
+    admit = python_model(
+        "admit",
+        [tensor("avatar_id", T.TYPE_STRING, [1]), tensor("conversation_id", T.TYPE_STRING, [1], optional=True),
+         tensor("text", T.TYPE_STRING, [1], optional=True)],  # only orders admit after asr (voice)
+        [out("stream", T.TYPE_STRING, [1])],
+        {"max_streams": limit, "stream_lease_seconds": recipe.serving.stream_lease_seconds},
+        instances=2,  # a refusal must not wait behind an admission
+    )
+    repo.write_config(root / "admit", admit)
+    repo.install_python_model(root / "admit", "admit")
+
+
 def ensemble_step(root: Path, recipe: Recipe, extra: dict) -> None:
     repo.write_config(root / repo.ENSEMBLE, repo.ensemble_config(repo.ENSEMBLE))
     repo.write_config(root / repo.VOICE_ENSEMBLE, repo.ensemble_config(repo.VOICE_ENSEMBLE, voice=True))
@@ -272,6 +296,7 @@ STEPS = [
     ("package TTS (Piper voice or FastSpeech2 + HiFi-GAN)", tts_step),
     ("lip-sync: Wav2Lip (ONNX) or the procedural warp", lipsync_step),
     ("package ASR (Whisper + silero-vad) and barge-in", asr_step),
+    ("admission: stream limit (recipe, or calibrated on this machine)", capacity_step),
     ("write talking_head and talking_head_voice ensembles", ensemble_step),
     ("write compression report", report_step),
 ]

@@ -33,7 +33,7 @@ class TritonPythonModel:
 
     def _run(self, request):
         start = time.time()
-        refuse_if_draining()  # the voice ensemble's entry
+        refuse_if_draining()  # the voice ensemble's entry: not worth recognising (admit would refuse it)
         try:
             rate = int(optional_input(request, "sample_rate").reshape(-1)[0])
             audio = check_audio(optional_input(request, "audio"), rate, self.max_seconds)

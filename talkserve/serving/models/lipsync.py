@@ -11,6 +11,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from talkserve.admission import Streams
 from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.emotion import grade_frames, parse_emotion, style
 from talkserve.lipsync import animate, animate_warp
@@ -35,6 +36,7 @@ class TritonPythonModel:
         p = self.args.params
         self.store = AvatarStore(avatar_db(p.get("avatar_db")), read_only=True)
         self.turns = Turns()
+        self.streams = Streams(lease_seconds=float(p.get("stream_lease_seconds", "60")))
         self.fps = float(p["fps"])
         self.kind = p.get("kind", "wav2lip")
         self.warp = WarpConfig.model_validate_json(p["warp"]) if "warp" in p else WarpConfig()
@@ -55,6 +57,13 @@ class TritonPythonModel:
         return cached[1]
 
     def _stream(self, request, sender) -> None:
+        stream = scalar_bytes(request, "stream").decode()
+        try:
+            self._draw(request, sender, stream)
+        finally:  # drawn, stopped, silent or failed: this sentence no longer holds the stream open
+            self.streams.done(stream, int(optional_input(request, "chunk_index")[0]))
+
+    def _draw(self, request, sender, stream: str) -> None:
         text = optional_input(request, "reply_text")
         index = optional_input(request, "chunk_index").astype(np.int32)
         audio = optional_input(request, "audio").astype(np.float32)
@@ -92,6 +101,7 @@ class TritonPythonModel:
                 self.frames.increment(len(part.frames))
                 if index[0] == 0 and part.index == 0:
                     self.ttfc.observe(time.time() - started_at)
+                self.streams.touch(stream)
                 sender.send(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
                     pb_utils.Tensor("part_index", np.array([part.index], np.int32)),

@@ -12,8 +12,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from transformers import AutoTokenizer
 
+from talkserve.admission import NO_STREAM, Streams
 from talkserve.avatars import AvatarStore
-from talkserve.drain import refuse_if_draining
 from talkserve.emotion import parse_emotion, style
 from talkserve.generate import prompt_ids, stream_reply
 from talkserve.models.layout import KVLayout
@@ -43,6 +43,7 @@ class TritonPythonModel:
         self.cache = PrefixCache(int(float(p.get("prefix_cache_mib", "64")) * 2**20))
         self.store = AvatarStore(avatar_db(p.get("avatar_db")), read_only=True)
         self.turns = Turns()
+        self.streams = Streams()
         self.decoder_outputs = self.layout.output_names()
         self._init_metrics()
 
@@ -88,11 +89,21 @@ class TritonPythonModel:
         return text, avatar_id, n, emotion, conversation
 
     def _stream(self, request, sender) -> None:
+        stream = optional_input(request, "stream")
+        stream = NO_STREAM if stream is None else bytes(stream.reshape(-1)[0]).decode()
+        sent, replies = 0, self._replies(request, stream)
+        try:
+            for response in replies:
+                sender.send(response)
+                sent += 1
+        finally:  # lipsync ends the stream once it has drawn this many sentences
+            replies.close()
+            self.streams.sent(stream, sent)
+
+    def _replies(self, request, stream: str):
         # Wall clock: lipsync, another process, measures time to first chunk from it. The voice
         # ensemble starts the clock in `asr`, before recognition.
         given = optional_input(request, "started_at")
-        if given is None:  # this ensemble's entry (in the voice one, asr already took the reply on)
-            refuse_if_draining()
         start = time.time() if given is None else float(given.reshape(-1)[0])
         try:
             text, avatar_id, max_new_tokens, emotion, conversation = self._validate(request)
@@ -103,7 +114,7 @@ class TritonPythonModel:
         turn = self.turns.start(conversation)  # supersedes this conversation's previous reply
         carried = [pb_utils.Tensor(name, np.array([value.encode()], dtype=np.object_))
                    for name, value in [("avatar_id", avatar_id), ("emotion", emotion), ("turn", turn),
-                                       ("user_text", text)]]
+                                       ("user_text", text), ("stream", stream)]]
         carried.append(pb_utils.Tensor("started_at", np.array([start], np.float64)))
 
         first = True
@@ -123,11 +134,12 @@ class TritonPythonModel:
         before = (self.cache.hits, self.cache.misses, self.cache.reused_tokens)  # requests run one at a time
         try:
             for sentence in stream_reply(step, self.layout, self.tokenizer, ids, max_new_tokens, self.cache):
-                sender.send(pb_utils.InferenceResponse(output_tensors=[
+                self.streams.touch(stream)
+                yield pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", np.array([sentence.text.encode()], dtype=np.object_)),
                     pb_utils.Tensor("chunk_index", np.array([sentence.index], np.int32)),
                     *carried,
-                ]))
+                ])
         except Cancelled:
             return
         finally:

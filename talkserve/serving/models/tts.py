@@ -10,7 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 from talkserve.audio import pad_to_frames
 from talkserve.emotion import parse_emotion, style
-from talkserve.models.piper_tts import PiperTTS
+from talkserve.models.voice import load_voice
 from talkserve.serving.triton import Metrics, ModelArgs, bls, run_each, scalar_bytes
 from talkserve.text import decode_text
 from talkserve.turns import Turns
@@ -21,18 +21,13 @@ class TritonPythonModel:
         self.args = ModelArgs(args)
         p = self.args.params
         self.fps = float(p["fps"])
-        threads, files = int(p["intra_op_threads"]), self.args.files
-        if p.get("kind", "piper") != "piper":  # imports torch (its model code): only when used
+        if "acoustic_model" in p:  # GPU target: TensorRT engines of their own, called by BLS
             from talkserve.models.fastspeech2 import FastSpeech2TTS
-        if p.get("kind", "piper") == "piper":
-            self.tts = PiperTTS(files / "voice.onnx", files / "voice.onnx.json",
-                                length_scale=float(p["length_scale"]), noise_scale=float(p["noise_scale"]),
-                                noise_w_scale=float(p["noise_w_scale"]), threads=threads)
-        elif "acoustic_model" in p:  # GPU target: TensorRT engines of their own, called by BLS
+
             self.tts = FastSpeech2TTS(_bls(p["acoustic_model"], ["mel", "durations"]),
                                       _bls(p["vocoder_model"], ["audio"]), int(p["sample_rate"]))
         else:
-            self.tts = FastSpeech2TTS(files / "acoustic.onnx", files / "vocoder.onnx", int(p["sample_rate"]), threads)
+            self.tts = load_voice(self.args.files, p)
         self.turns = Turns()
         self.metrics = Metrics(self.args.name)
         self.rtf = self.metrics.histogram("talkserve_tts_real_time_factor", "Synthesis seconds per second of speech",

@@ -1,0 +1,134 @@
+"""Admission control: at most `max_streams` replies run at once in one tritonserver.
+
+A reply is a stream that lives from the entry model (`admit`, the ensembles' first step) until
+`lipsync` has drawn its last sentence — long after the `llm` loop has finished writing the text. So
+the slot is a small lease directory, shared by the stub processes like the turns are:
+
+    talkserve-streams-<server pid>/<stream id>/
+        conversation  the request's conversation (hashed), if it named one
+        total         written by llm when its loop ends: how many sentences it streamed
+        done-<i>      written by lipsync when sentence i is drawn (or stopped, or had no speech)
+
+The stream ends (its directory goes) once `total` is written and every sentence is done, whichever
+stage gets there last. A lease nobody has touched for `lease_seconds` (a stage died mid-reply) stops
+counting, so a crash cannot shrink the server's capacity for good. Admission itself takes a file
+lock, so two `admit` instances cannot both take the last slot. A new reply in a conversation that
+already holds a slot (barge-in) is not counted against it: it supersedes that reply, which stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from talkserve.text import OVERLOADED_MESSAGE
+from talkserve.turns import server_scratch
+
+NO_STREAM = ""  # a request that did not come through `admit` (a model called on its own)
+
+
+class Overloaded(RuntimeError):
+    """The server already runs `limit` streams (→ UNAVAILABLE, read by clients as RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"{OVERLOADED_MESSAGE} (serving.max_streams = {limit}); retry on another replica")
+        self.limit = limit
+
+
+class Streams:
+    def __init__(self, root: Path | None = None, lease_seconds: float = 60.0):
+        self.root = root or server_scratch("streams")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lease_seconds = lease_seconds
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def _leases(self) -> Iterator[Path]:
+        return (p for p in self.root.iterdir() if p.is_dir())
+
+    def _alive(self, lease: Path, now: float) -> bool:
+        try:
+            return now - lease.stat().st_mtime < self.lease_seconds
+        except FileNotFoundError:  # ended while we looked
+            return False
+
+    def active(self, besides: str = "") -> int:
+        """Live streams, not counting those of conversation `besides` (hashed)."""
+        now = time.time()
+        return sum(self._alive(p, now) and not (besides and _conversation_of(p) == besides) for p in self._leases())
+
+    def admit(self, limit: int, conversation: str = "") -> str:
+        """A new stream's id, or Overloaded when `limit` streams (of other conversations) are running."""
+        key = hashlib.sha256(conversation.encode()).hexdigest()[:32] if conversation else ""
+        with self._locked():
+            now = time.time()
+            for lease in self._leases():
+                if not self._alive(lease, now):  # a stage died mid-reply: free its slot
+                    shutil.rmtree(lease, ignore_errors=True)
+            if self.active(besides=key) >= limit:
+                raise Overloaded(limit)
+            stream = uuid.uuid4().hex
+            (self.root / stream).mkdir()
+            if key:
+                (self.root / stream / "conversation").write_text(key)
+            return stream
+
+    def _lease(self, stream: str) -> Path | None:
+        if stream == NO_STREAM or not stream.isalnum():
+            return None
+        lease = self.root / stream
+        return lease if lease.is_dir() else None
+
+    def touch(self, stream: str) -> None:
+        """The stream is making progress (renews its lease)."""
+        if (lease := self._lease(stream)) is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(lease)
+
+    def sent(self, stream: str, sentences: int) -> None:
+        """llm: the loop has ended after streaming `sentences` sentences (0: it failed or was stopped first)."""
+        self._mark(stream, "total", str(sentences))
+
+    def done(self, stream: str, index: int) -> None:
+        """lipsync: sentence `index` is finished with (drawn, stopped or silent)."""
+        self._mark(stream, f"done-{index}", "")
+
+    def _mark(self, stream: str, name: str, text: str) -> None:
+        if (lease := self._lease(stream)) is None:
+            return
+        try:
+            tmp = lease / f".{name}.{os.getpid()}"
+            tmp.write_text(text)
+            os.replace(tmp, lease / name)
+            os.utime(lease)
+        except FileNotFoundError:  # the other stage ended the stream first
+            return
+        self._end_if_finished(lease)
+
+    @staticmethod
+    def _end_if_finished(lease: Path) -> None:
+        try:
+            total = int((lease / "total").read_text())
+            done = sum(1 for p in lease.iterdir() if p.name.startswith("done-"))
+        except (FileNotFoundError, ValueError):
+            return
+        if done >= total:
+            shutil.rmtree(lease, ignore_errors=True)
+
+
+def _conversation_of(lease: Path) -> str:
+    try:
+        return (lease / "conversation").read_text()
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,76 @@
+"""How many replies this machine runs at once without any of them stalling: the build's default for
+`serving.max_streams` (admission control, talkserve.admission).
+
+A reply in real time needs, per second of video, a second of speech from `tts` and 25 frames from
+`lipsync`; the models share the machine's cores, so what one second of video costs in wall time
+with each model on all cores, run here on the built files exactly as the served models load them, is
+what bounds the streams: capacity = ⌊headroom / cost⌋. The headroom leaves the rest to the LLM, the
+stub IPC and the network; `bench/pipeline.py --capacity` measures the real figure to compare.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from talkserve import repository as repo
+from talkserve.audio import pad_to_frames
+from talkserve.avatars import AvatarStore
+from talkserve.lipsync import animate, animate_warp
+from talkserve.lipsync.warp import WarpConfig, WarpRig
+from talkserve.models.voice import load_voice
+from talkserve.recipe import SAMPLE_PORTRAIT
+
+SENTENCE = "Thanks for asking, I will explain it step by step."
+HEADROOM = 0.75  # of the machine for speech and lip-sync; the rest for the LLM, IPC and the network
+MOST = 32  # a calibration never admits more than this many streams
+
+
+def _params(root: Path, model: str) -> dict[str, str]:
+    return {k: v.string_value for k, v in repo.read_config(root / model).parameters.items()}
+
+
+def _lipsync(root: Path, params: dict[str, str], avatar):
+    """parts(audio, sr) as the served `lipsync` model computes them (no IPC)."""
+    fps, first, part = float(params["fps"]), int(params["first_part_frames"]), int(params["part_frames"])
+    if params.get("kind", "wav2lip") == "warp":
+        rig = WarpRig(avatar.portrait, avatar.landmarks, WarpConfig.model_validate_json(params["warp"]))
+        return lambda audio, sr: list(animate_warp(audio, sr, rig, fps, first, part))
+    import onnxruntime as ort
+
+    gen = _params(root, "wav2lip")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(gen.get("intra_op_threads", "0"))
+    session = ort.InferenceSession(str(root / "wav2lip" / "1" / gen["onnx_file"]), options,
+                                   providers=["CPUExecutionProvider"])
+
+    def generate(mel: np.ndarray, face: np.ndarray) -> np.ndarray:
+        return session.run(["frames"], {"mel": mel, "face": face})[0]
+
+    return lambda audio, sr: list(animate(audio, sr, avatar, generate, fps, first, part))
+
+
+def calibrate(root: Path) -> dict:
+    """Seconds of wall time one second of video costs here (speech + lip-sync), and the streams it allows."""
+    tts, lip = _params(root, "tts"), _params(root, "lipsync")
+    fps = float(lip["fps"])
+    voice = load_voice(root / "tts" / "1", tts)
+    with tempfile.TemporaryDirectory(prefix="talkserve-calibrate-") as tmp:
+        avatar = AvatarStore(Path(tmp) / "avatars.db").add(SAMPLE_PORTRAIT, "sample")
+    draw = _lipsync(root, lip, avatar)
+    draw(pad_to_frames(voice.synthesize("Hello."), voice.sample_rate, fps), voice.sample_rate)  # warm-up
+    start = time.perf_counter()
+    speech = voice.synthesize(SENTENCE)
+    spoken = time.perf_counter()
+    audio = pad_to_frames(speech, voice.sample_rate, fps)
+    draw(audio, voice.sample_rate)
+    drawn = time.perf_counter()
+    seconds = len(audio) / voice.sample_rate
+    cost = (drawn - start) / seconds
+    return {"video_seconds": round(seconds, 3), "tts_s_per_s": round((spoken - start) / seconds, 4),
+            "lipsync_s_per_s": round((drawn - spoken) / seconds, 4), "cost_s_per_s": round(cost, 4),
+            "headroom": HEADROOM, "max_streams": max(1, min(MOST, math.floor(HEADROOM / cost)))}

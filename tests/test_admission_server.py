@@ -1,0 +1,107 @@
+"""Admission control on the real tritonserver: at the stream limit a new reply is refused at once with
+RESOURCE_EXHAUSTED naming the limit, the admitted reply is untouched, and the slot comes back."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from helpers import LONG_QUESTION, Collector, metric
+
+from talkserve import repository as repo
+from talkserve.client import NO_RETRY, RetryPolicy, TalkClient, TalkError
+
+
+@pytest.fixture(scope="module")
+def full_server(built, tmp_path_factory):
+    """The suite's build with `serving.max_streams: 1` (set in its admit config, as a build writes it)."""
+    from talkserve.serve import Ports, Server
+
+    _, current = built
+    root = tmp_path_factory.mktemp("admission") / "repository"
+    shutil.copytree(Path(current).resolve(), root, symlinks=True)
+    cfg = repo.read_config(root / "admit")
+    cfg.parameters["max_streams"].string_value = "1"
+    repo.write_config(root / "admit", cfg)
+    srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
+    yield srv
+    assert srv.stop() == 0
+
+
+def _refusal(url: str, **kw) -> tuple[TalkError, float]:
+    start = time.monotonic()
+    with TalkClient(url, retry=NO_RETRY) as client, pytest.raises(TalkError) as e:
+        list(client.stream("Hello!", "sample", **kw))
+    return e.value, time.monotonic() - start
+
+
+def _wait_for(server, name: str, value: float, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while metric(server, name) != value:
+        assert time.monotonic() < deadline, f"{name} stayed {metric(server, name)}, not {value}"
+        time.sleep(0.1)
+
+
+def test_a_reply_over_the_limit_is_refused_at_once_and_the_admitted_one_is_untouched(full_server):
+    url = f"127.0.0.1:{full_server.ports.grpc}"
+    alone = Collector(url, LONG_QUESTION, "alone")
+    alone.start()
+    alone.join(300)
+    refused_before = metric(full_server, "talkserve_streams_refused_total")
+
+    admitted = Collector(url, LONG_QUESTION, "admitted")
+    admitted.start()
+    assert admitted.first.wait(60) and admitted.error is None
+    assert metric(full_server, "talkserve_streams_active") == 1
+    error, seconds = _refusal(url, conversation_id="other")
+    assert error.status == "RESOURCE_EXHAUSTED"
+    assert "stream limit (serving.max_streams = 1)" in str(error)
+    assert seconds < 1.0  # not queued behind the admitted reply (bench/pipeline.py measures it: ~15 ms)
+    assert metric(full_server, "talkserve_streams_refused_total") == refused_before + 1
+    admitted.join(300)
+    assert admitted.error is None
+    # untouched: the same reply, every part, as when it ran alone
+    assert [(c.index, c.part, c.text) for _, c in admitted.got] == [(c.index, c.part, c.text) for _, c in alone.got]
+    assert metric(full_server, "talkserve_streams_capacity") == 1
+
+
+def test_the_slot_comes_back_when_the_last_sentence_is_drawn(full_server):
+    url = f"127.0.0.1:{full_server.ports.grpc}"
+    _wait_for(full_server, "talkserve_streams_active", 0)
+    with TalkClient(url, retry=NO_RETRY) as client:
+        assert list(client.stream("Hello!", "sample"))
+    _wait_for(full_server, "talkserve_streams_active", 0)
+    with TalkClient(url, retry=NO_RETRY) as client:  # admitted again at once, no retry needed
+        assert list(client.stream("Hello!", "sample"))
+
+
+def test_a_bad_request_gives_its_slot_back(full_server):
+    url = f"127.0.0.1:{full_server.ports.grpc}"
+    with TalkClient(url, retry=NO_RETRY) as client, pytest.raises(TalkError, match="avatar_id"):
+        list(client.stream("Hello!", "nobody"))
+    _wait_for(full_server, "talkserve_streams_active", 0, timeout=3)
+
+
+def test_barge_in_is_admitted_while_the_server_is_full(full_server):
+    url = f"127.0.0.1:{full_server.ports.grpc}"
+    old = Collector(url, LONG_QUESTION, "barge")
+    old.start()
+    assert old.first.wait(60)
+    assert metric(full_server, "talkserve_streams_active") == 1 and old.ended_at is None  # the server is full
+    with TalkClient(url, retry=NO_RETRY) as client:  # the same conversation: it supersedes, no new slot
+        assert list(client.stream("Tell me a joke.", "sample", conversation_id="barge"))
+    old.join(60)
+    assert old.error is None
+
+
+def test_the_client_retries_a_full_server_until_a_slot_frees(full_server):
+    url = f"127.0.0.1:{full_server.ports.grpc}"
+    busy = Collector(url, "Hello!", "busy")
+    busy.start()
+    assert busy.first.wait(60)
+    with TalkClient(url, retry=RetryPolicy(attempts=8, initial_backoff_s=0.5)) as client:
+        chunks = list(client.stream("Hello!", "sample", conversation_id="patient"))
+    busy.join(60)
+    assert chunks and client.attempts >= 2 and busy.error is None
