@@ -8,6 +8,12 @@ concurrent streams. Everything runs in this one invocation on this machine; rati
 and written with the raw numbers to JSON, plus a PNG.
 
     python bench/pipeline.py --streams 1,4,8 --out bench-results
+    python bench/pipeline.py --capacity --presets fp32,pruned30-int8,pruned50-int8
+
+Every stream is a player that starts at its first chunk: it *stalls* when the next part lands after
+what it had has played out. `--capacity` steps the stream count (admission lifted) to the most
+streams with no stall and first chunk p95 ≤ 1.5 s — without and with degradation to the warp mouth —
+then runs twice the build's calibrated `serving.max_streams` with admission on.
 """
 
 from __future__ import annotations
@@ -87,53 +93,133 @@ def process_tree_rss_mb(root: int) -> float:
     return total / 1024
 
 
-def served(repository: Path, streams: list[int]) -> dict:
+def run_streams(url: str, server, n: int, retry=None) -> dict:
+    """`n` concurrent streams; per stream: admitted or refused (and how fast), first chunk, stalls of a
+    player that starts at its first chunk (talkserve.playback.stalls)."""
+    from talkserve.client import NO_RETRY, TalkClient, TalkError
+    from talkserve.playback import stalls
+
+    streams, peak, done = [], [process_tree_rss_mb(server.proc.pid)], threading.Event()
+    degraded_before = served_metric(server, "talkserve_lipsync_degraded_sentences_total")
+
+    def sample():
+        while not done.wait(0.2):
+            peak.append(process_tree_rss_mb(server.proc.pid))
+
+    def one():
+        sent = time.monotonic()
+        try:
+            with TalkClient(url, retry=retry or NO_RETRY) as client:
+                chunks = list(client.stream(QUESTION, "sample"))
+            count, seconds = stalls((c.seconds, len(c.audio) / c.sample_rate) for c in chunks)
+            streams.append({"status": "OK", "ttfc_s": chunks[0].seconds, "stalls": count, "stall_s": seconds,
+                            "video_s": sum(len(c.audio) / c.sample_rate for c in chunks)})
+        except TalkError as e:  # counted and reported, not hidden
+            streams.append({"status": e.status, "after_s": time.monotonic() - sent, "error": str(e)[:200]})
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    start = time.monotonic()
+    workers = [threading.Thread(target=one) for _ in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.monotonic() - start
+    done.set()
+    sampler.join()
+    ok = [s for s in streams if s["status"] == "OK"]
+    refused = [s for s in streams if s["status"] == "RESOURCE_EXHAUSTED"]
+    ttfc = [s["ttfc_s"] for s in ok]
+    q = np.percentile(ttfc, [50, 95, 99]) if ttfc else [float("nan")] * 3
+    video = sum(s["video_s"] for s in ok)
+    return {"streams": n, "admitted": len(ok), "refused": len(refused),
+            "refusal_max_s": max((s["after_s"] for s in refused), default=None),
+            "errors": [s["error"] for s in streams if s["status"] not in ("OK", "RESOURCE_EXHAUSTED")],
+            "stalls": sum(s["stalls"] for s in ok), "stall_s": sum(s["stall_s"] for s in ok),
+            "streams_stalled": sum(1 for s in ok if s["stalls"]),
+            "degraded_sentences": served_metric(server, "talkserve_lipsync_degraded_sentences_total") - degraded_before,
+            "ttfc_p50_s": q[0], "ttfc_p95_s": q[1], "ttfc_p99_s": q[2], "wall_s": wall, "video_s": video,
+            "throughput": video / wall, "rtf": wall / max(video, 1e-9), "peak_rss_mb": max(peak)}
+
+
+def served_metric(server, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5) as r:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
+                   if line.startswith((name + "{", name + " ")))
+
+
+def say(label: str, r: dict) -> None:
+    print(f"  {label} × {r['streams']}: admitted {r['admitted']}, refused {r['refused']}"
+          + (f" (slowest refusal {r['refusal_max_s'] * 1000:.0f} ms)" if r["refused"] else "")
+          + f", first chunk p50 {r['ttfc_p50_s']:.2f}s p95 {r['ttfc_p95_s']:.2f}s, stalls {r['stalls']} "
+          f"({r['stall_s']:.1f}s), degraded sentences {r['degraded_sentences']:.0f}, {r['video_s']:.1f}s of video "
+          f"in {r['wall_s']:.1f}s, peak RSS {r['peak_rss_mb']:.0f} MB, errors {len(r['errors'])}", flush=True)
+
+
+@contextlib.contextmanager
+def serving(repository: Path, log: Path, max_streams: int | None = None, degrade: bool = True):
+    """A server on a copy of `repository` with its stream limit and degradation set as a recipe would."""
+    import shutil
+
+    from talkserve import repository as repo
     from talkserve.client import TalkClient
     from talkserve.serve import Ports, Server
 
-    results = {}
-    with Server(repository, Ports.free(), log=repository.parent.parent / "bench-triton.log") as server:
-        url = f"127.0.0.1:{server.ports.grpc}"
-        with TalkClient(url) as c:  # warm-up: first requests pay lazy initialisation
+    copy = Path(tempfile.mkdtemp(prefix="talkserve-bench-repo-")) / "repository"
+    shutil.copytree(repository.resolve(), copy, symlinks=True)
+    cfg = repo.read_config(copy / "admit")
+    if max_streams is not None:
+        cfg.parameters["max_streams"].string_value = str(max_streams)
+    repo.write_config(copy / "admit", cfg)
+    lip = repo.read_config(copy / "lipsync")
+    lip.parameters["degrade"].string_value = json.dumps({**json.loads(lip.parameters["degrade"].string_value),
+                                                         "enabled": degrade})
+    repo.write_config(copy / "lipsync", lip)
+    with Server(copy, Ports.free(), log=log) as server:
+        with TalkClient(f"127.0.0.1:{server.ports.grpc}") as c:  # warm-up: first requests pay lazy initialisation
             list(c.stream("Hello!", "sample"))
+        yield server, int(cfg.parameters["max_streams"].string_value)
+    shutil.rmtree(copy.parent, ignore_errors=True)
+
+
+def meets_real_time(r: dict) -> bool:
+    """The node carries `streams` in real time: all admitted, none stalled, first chunk p95 ≤ 1.5 s."""
+    return r["admitted"] == r["streams"] and r["stalls"] == 0 and not r["errors"] and r["ttfc_p95_s"] <= 1.5
+
+
+def served(repository: Path, streams: list[int]) -> dict:
+    """The served pipeline at each stream count, admission lifted (how it degrades past capacity)."""
+    results = {}
+    with serving(repository, repository.parent.parent / "bench-triton.log", max_streams=64) as (server, _):
+        url = f"127.0.0.1:{server.ports.grpc}"
         for n in streams:
-            ttfc, video, errors = [], [], []
-            peak = [process_tree_rss_mb(server.proc.pid)]
-            done = threading.Event()
-
-            def sample(peak=peak, done=done):
-                while not done.wait(0.2):
-                    peak.append(process_tree_rss_mb(server.proc.pid))
-
-            def one(ttfc=ttfc, video=video, errors=errors):
-                try:
-                    with TalkClient(url) as client:
-                        chunks = list(client.stream(QUESTION, "sample"))
-                    ttfc.append(chunks[0].seconds)
-                    video.append(sum(len(c.audio) / c.sample_rate for c in chunks))
-                except Exception as e:  # counted and reported, not hidden
-                    errors.append(str(e))
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            start = time.monotonic()
-            workers = [threading.Thread(target=one) for _ in range(n)]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
-            wall = time.monotonic() - start
-            done.set()
-            sampler.join()
-            q = np.percentile(ttfc, [50, 95, 99]) if ttfc else [float("nan")] * 3
-            results[n] = {"streams": n, "wall_s": wall, "video_s": sum(video), "errors": errors,
-                          "ttfc_p50_s": q[0], "ttfc_p95_s": q[1], "ttfc_p99_s": q[2],
-                          "throughput": sum(video) / wall, "rtf": wall / max(sum(video), 1e-9),
-                          "peak_rss_mb": max(peak)}
-            print(f"  {repository.resolve().name} × {n}: first chunk p50 {q[0]:.2f}s p95 {q[1]:.2f}s, "
-                  f"{sum(video):.1f}s of video in {wall:.1f}s, peak RSS {max(peak):.0f} MB, errors {len(errors)}",
-                  flush=True)
+            results[n] = run_streams(url, server, n)
+            say(repository.resolve().name, results[n])
     return results
+
+
+def capacity(repository: Path, most: int) -> dict:
+    """Real-time capacity, stepping the stream count with admission lifted, degradation off then on; then
+    twice the calibrated limit with admission on (refused at once, admitted ones unharmed)."""
+    out, log = {}, repository.parent.parent / "bench-triton.log"
+    for degrade in (False, True):
+        label, steps = ("with" if degrade else "without") + " degradation", []
+        with serving(repository, log, max_streams=64, degrade=degrade) as (server, _):
+            for n in range(1, most + 1):
+                steps.append(run_streams(f"127.0.0.1:{server.ports.grpc}", server, n))
+                say(f"{repository.resolve().name}, {label}", steps[-1])
+                if not meets_real_time(steps[-1]):
+                    break
+        passing = [r["streams"] for r in steps if meets_real_time(r)]
+        out[label] = {"capacity": max(passing, default=0), "steps": steps}
+    with serving(repository, log) as (server, limit):
+        over = run_streams(f"127.0.0.1:{server.ports.grpc}", server, 2 * limit)
+        say(f"{repository.resolve().name}, calibrated limit {limit}, 2× the limit", over)
+    out["calibrated"] = {"max_streams": limit, "twice": over}
+    return out
 
 
 def model_bytes(repository: Path) -> int:
@@ -179,11 +265,55 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def capacity_summary(report: dict) -> list[str]:
+    base, lines = report["baseline"], []
+    base_rate = base["video_s"] / base["total_s"]
+    for preset, c in report["capacity"].items():
+        for label in ("without degradation", "with degradation"):
+            steps = c[label]["steps"]
+            at = next((r for r in steps if r["streams"] == c[label]["capacity"]), None)
+            detail = "" if at is None else (
+                f" (throughput {at['throughput'] / base_rate:.2f}× the baseline, peak RSS {at['peak_rss_mb']:.0f} MB "
+                f"vs baseline {base['peak_rss_mb']:.0f} MB, first chunk p95 {at['ttfc_p95_s']:.2f}s, "
+                f"degraded sentences {at['degraded_sentences']:.0f})")
+            lines.append(f"{preset} {label}: real-time capacity {c[label]['capacity']} streams{detail}")
+        over = c["calibrated"]["twice"]
+        lines.append(f"{preset}: calibrated max_streams {c['calibrated']['max_streams']}; at 2× ({over['streams']} "
+                     f"streams): {over['admitted']} admitted with {over['stalls']} stalls, {over['refused']} refused "
+                     f"(slowest {1000 * (over['refusal_max_s'] or 0):.0f} ms), other errors {len(over['errors'])}; "
+                     f"model bytes {base['model_bytes'] / report['bytes'][preset]:.1f}× smaller than the baseline's")
+    return lines
+
+
+def plot_capacity(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for preset, c in report["capacity"].items():
+        for label, style in (("without degradation", "--"), ("with degradation", "-")):
+            steps = c[label]["steps"]
+            ns = [r["streams"] for r in steps]
+            axes[0].plot(ns, [r["stall_s"] / r["streams"] for r in steps], style, marker="o", label=f"{preset} {label}")
+            axes[1].plot(ns, [r["ttfc_p95_s"] for r in steps], style, marker="o", label=f"{preset} {label}")
+    axes[1].axhline(1.5, color="k", ls=":", label="1.5 s")
+    axes[0].set(xlabel="concurrent streams", ylabel="stalled seconds per stream")
+    axes[1].set(xlabel="concurrent streams", ylabel="time to first chunk p95 (s)")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--streams", default="1,4,8")
     ap.add_argument("--presets", default="fp32,pruned30-int8")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
+    ap.add_argument("--capacity", action="store_true", help="find each preset's real-time capacity instead")
+    ap.add_argument("--most", type=int, default=6, help="--capacity: most streams to try")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     from talkserve.avatars import AvatarStore
@@ -199,11 +329,20 @@ def main() -> None:
         base = json.loads(run.stdout.strip().splitlines()[-1])
         print(f"baseline (eager FP32, sequential): {base['video_s']:.1f}s of video in {base['total_s']:.1f}s, "
               f"first chunk {base['first_chunk_s']:.1f}s, peak RSS {base['peak_rss_mb']:.0f} MB", flush=True)
-        report = {"question": QUESTION, "baseline": base, "served": {}, "bytes": {}}
+        report = {"question": QUESTION, "baseline": base, "served": {}, "bytes": {}, "capacity": {}}
         for preset in args.presets.split(","):
             current = build(preset, root, db)
-            report["served"][preset] = {str(k): v for k, v in served(current, streams).items()}
+            if args.capacity:
+                report["capacity"][preset] = capacity(current, args.most)
+            else:
+                report["served"][preset] = {str(k): v for k, v in served(current, streams).items()}
             report["bytes"][preset] = model_bytes(current)
+    if args.capacity:
+        report["summary"] = capacity_summary(report)
+        (args.out / "capacity.json").write_text(json.dumps(report, indent=2, default=float))
+        plot_capacity(report, args.out / "capacity.png")
+        print("\n".join(report["summary"]))
+        return
     lines = []
     for preset, runs in report["served"].items():
         one = runs[str(streams[0])]

@@ -90,6 +90,10 @@ class Streams:
         lease = self.root / stream
         return lease if lease.is_dir() else None
 
+    def running(self, stream: str) -> bool:
+        """Whether `stream` still holds its slot (not every sentence drawn yet)."""
+        return self._lease(stream) is not None
+
     def touch(self, stream: str) -> None:
         """The stream is making progress (renews its lease)."""
         if (lease := self._lease(stream)) is not None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from talkserve.compress.config import CompressRecipe
 from talkserve.lipsync.warp import WarpConfig
 from talkserve.paths import avatar_db, talkserve_home  # noqa: F401 (talkserve_home: re-exported)
+from talkserve.playback import DegradeConfig
 
 ASSETS = Path(__file__).parent / "assets"
 STARTER_LLM = ASSETS / "starter_llm"
@@ -81,6 +82,9 @@ class LipsyncRecipe(Strict):
         "wav2lip", description="wav2lip: the Wav2Lip generator (wav2lip section); warp: the procedural "
                                "landmark-driven mouth, no network (hundreds of frames/s on one core)")
     warp: WarpConfig = Field(default_factory=WarpConfig, description="The procedural mouth's motion")
+    degrade: DegradeConfig = Field(
+        default_factory=DegradeConfig, description="Under load, the warp mouth for a Wav2Lip reply's next sentence "
+                                                   "instead of a stall (counted and logged)")
 
 
 class Wav2LipRecipe(Strict):
@@ -104,6 +108,9 @@ class ASRRecipe(Strict):
     vad: bool = Field(True, description="Trim silence with silero-vad before Whisper")
     vad_threshold: float = Field(0.5, gt=0, lt=1, description="silero-vad speech probability threshold")
     min_silence_ms: int = Field(300, ge=50, description="Silence that ends a speech span / a turn")
+    preload: bool = Field(
+        False, description="Load Whisper and silero-vad when the server starts; false = at the first voice request "
+                           "(a text-only deployment never holds them: ~400 MB less per pod; that request waits ~1 s)")
 
 
 class VideoRecipe(Strict):

@@ -94,3 +94,4 @@ def test_processes_racing_for_the_last_slots_never_exceed_the_limit(tmp_path):
         p.join(30)
     assert sum(results.get(timeout=5) for _ in procs) == 3
     assert Streams(tmp_path).active() == 3 and os.path.exists(tmp_path / ".lock")
+

@@ -9,6 +9,7 @@ from talkserve.lipsync.frames import (
     Generator,
     Part,
     animate,
+    animate_degrading,
     animate_warp,
     face_input,
     part_sizes,
@@ -17,5 +18,5 @@ from talkserve.lipsync.frames import (
     stream_parts,
 )
 
-__all__ = ["Generator", "Part", "animate", "animate_warp", "face_input", "part_sizes", "paste_back", "paste_mask",
-           "stream_parts"]
+__all__ = ["Generator", "Part", "animate", "animate_degrading", "animate_warp", "face_input", "part_sizes",
+           "paste_back", "paste_mask", "stream_parts"]

@@ -146,6 +146,10 @@ def animate(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, fp
             first_part: int = 6, part: int = 25) -> Iterator[Part]:
     """Wav2Lip: the mel over the whole sentence (windows near part edges see real context), the
     generator per part, its colour matched to the photo, the feathered paste-back."""
+    return stream_parts(audio, sr, _wav2lip_renderer(audio, sr, avatar, generator, fps), fps, first_part, part)
+
+
+def _wav2lip_renderer(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, fps: float) -> Renderer:
     n = frame_count(len(audio), sr, fps)
     mels = mel_windows(wav2lip_mel(audio, sr), n, fps, MEL_STEP)
     face = face_input(avatar.face, 1)
@@ -155,7 +159,7 @@ def animate(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, fp
         out = generator(mels[start:end], np.repeat(face, end - start, axis=0))
         return paste_back(avatar, match_colour(out, face[0, 3:], keep), mask)
 
-    return stream_parts(audio, sr, render, fps, first_part, part)
+    return render
 
 
 def animate_warp(audio: np.ndarray, sr: int, rig, fps: float = 25.0, first_part: int = 6,
@@ -165,3 +169,22 @@ def animate_warp(audio: np.ndarray, sr: int, rig, fps: float = 25.0, first_part:
 
     shapes = mouth_shapes(audio, sr, fps, frame_count(len(audio), sr, fps), rig.cfg)
     return stream_parts(audio, sr, lambda s, e: rig.animate(shapes[s:e]), fps, first_part, part)
+
+
+def animate_degrading(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, rig,
+                      use_warp: Callable[[int], bool], fps: float = 25.0, first_part: int = 6,
+                      part: int = 25) -> Iterator[Part]:
+    """Wav2Lip part by part until `use_warp(frames)` says drawing the next part would stall the client;
+    from then on the rest of the sentence is the procedural mouth (`rig`), which draws at once."""
+    from talkserve.lipsync.warp import mouth_shapes
+
+    wav2lip = _wav2lip_renderer(audio, sr, avatar, generator, fps)
+    shapes = mouth_shapes(audio, sr, fps, frame_count(len(audio), sr, fps), rig.cfg)
+    warped = False
+
+    def render(start: int, end: int) -> np.ndarray:
+        nonlocal warped
+        warped = warped or use_warp(end - start)
+        return rig.animate(shapes[start:end]) if warped else wav2lip(start, end)
+
+    return stream_parts(audio, sr, render, fps, first_part, part)

@@ -14,6 +14,7 @@ from talkserve.models.llm import KVLayout, load_llm
 from talkserve.models.wav2lip import load_wav2lip
 from talkserve.recipe import Recipe
 from talkserve.repository import T, out, python_model, tensor
+from talkserve.tokenizer import check_same_as_transformers
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json", "config.json")
@@ -119,6 +120,7 @@ def llm_step(root: Path, recipe: Recipe, extra: dict) -> None:
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copyfile(src / name, tok_dir / name)
+    check_same_as_transformers(tok_dir)  # the stub tokenises without transformers: same ids or no build
 
 
 def _piper_files(root: Path, recipe: Recipe, extra: dict) -> dict:
@@ -218,7 +220,7 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
          tensor("user_text", T.TYPE_STRING, [1]), tensor("stream", T.TYPE_STRING, [1])],
         [out(n, dtype, dims) for n, dtype, dims in repo.RESPONSE] + [out("user_text", T.TYPE_STRING, [1])],
         {"avatar_db": recipe.serving.configured_avatar_db(), "fps": recipe.video.fps, "kind": kind,
-         "warp": recipe.lipsync.warp.model_dump_json(),
+         "warp": recipe.lipsync.warp.model_dump_json(), "degrade": recipe.lipsync.degrade.model_dump_json(),
          "first_part_frames": w.first_part_frames, "part_frames": w.part_frames,
          "stream_lease_seconds": recipe.serving.stream_lease_seconds},
         instances=SEQUENTIAL, decoupled=True,
@@ -240,7 +242,7 @@ def asr_step(root: Path, recipe: Recipe, extra: dict) -> None:
         [out("text", T.TYPE_STRING, [1]), out("started_at", T.TYPE_FP64, [1])],
         {"language": a.language or "", "beam_size": a.beam_size, "compute_type": a.compute_type,
          "threads": a.threads, "max_audio_seconds": a.max_audio_seconds, "vad": a.vad,
-         "vad_threshold": a.vad_threshold, "min_silence_ms": a.min_silence_ms},
+         "vad_threshold": a.vad_threshold, "min_silence_ms": a.min_silence_ms, "preload": a.preload},
     )
     repo.write_config(root / "asr", cfg)
     repo.install_python_model(root / "asr", "asr")

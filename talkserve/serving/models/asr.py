@@ -19,10 +19,9 @@ class TritonPythonModel:
     def initialize(self, args):
         self.args = ModelArgs(args)
         p = self.args.params
-        vad = VoiceActivity(float(p["vad_threshold"]), int(p["min_silence_ms"])) if p["vad"] == "True" else None
-        model_dir = self.args.files / "whisper"
-        self.asr = Transcriber(model_dir, p["language"] or None, int(p["beam_size"]), p["compute_type"],
-                               int(p["threads"]), vad)
+        self.asr = None
+        if p.get("preload", "True") == "True":
+            self._transcriber()
         self.max_seconds = float(p["max_audio_seconds"])
         m = self.metrics = Metrics(self.args.name)
         self.rtf = m.histogram("talkserve_asr_real_time_factor", "Recognition seconds per second of input audio",
@@ -31,13 +30,23 @@ class TritonPythonModel:
         self.rejected = m.counters_by("talkserve_requests_rejected_total", "Requests refused as invalid, by field",
                                       "field", ["audio", "sample_rate"])
 
+    def _transcriber(self) -> Transcriber:
+        """Whisper + silero-vad (which brings torch: ~400 MB resident), loaded once; by default at the
+        first voice request, so a deployment that only takes text never holds them."""
+        if self.asr is None:
+            p = self.args.params
+            vad = VoiceActivity(float(p["vad_threshold"]), int(p["min_silence_ms"])) if p["vad"] == "True" else None
+            self.asr = Transcriber(self.args.files / "whisper", p["language"] or None, int(p["beam_size"]),
+                                   p["compute_type"], int(p["threads"]), vad)
+        return self.asr
+
     def _run(self, request):
         start = time.time()
         refuse_if_draining()  # the voice ensemble's entry: not worth recognising (admit would refuse it)
         try:
             rate = int(optional_input(request, "sample_rate").reshape(-1)[0])
             audio = check_audio(optional_input(request, "audio"), rate, self.max_seconds)
-            result = self.asr.transcribe(audio)
+            result = self._transcriber().transcribe(audio)
             if not result.text:
                 raise RequestError("audio", "no speech recognised")
         except RequestError as e:

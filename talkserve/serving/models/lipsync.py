@@ -4,19 +4,25 @@ mouth, streamed in parts, each response carrying exactly the audio its frames sh
 kind `wav2lip`: the generator is the `wav2lip` model, called through BLS so the same code drives an
 ONNX Runtime session (CPU) or a TensorRT engine (GPU). kind `warp`: the procedural landmark-driven
 mouth, computed here (no model, hundreds of frames/s).
+
+Degradation: this model keeps each stream's playback clock (one instance sees every sentence). When
+drawing a Wav2Lip reply's next part at the generator's recent pace would leave the client with less
+than `degrade.margin_s` of audio, the rest of that sentence is drawn by the warp instead of freezing.
 """
 
 import time
+from collections import OrderedDict
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from talkserve.admission import Streams
+from talkserve.admission import NO_STREAM, Streams
 from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.emotion import grade_frames, parse_emotion, style
-from talkserve.lipsync import animate, animate_warp
+from talkserve.lipsync import animate, animate_degrading, animate_warp
 from talkserve.lipsync.warp import WarpConfig, WarpRig
 from talkserve.paths import avatar_db
+from talkserve.playback import DegradeConfig, Playback, would_stall
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError
 from talkserve.turns import Turns
@@ -42,7 +48,12 @@ class TritonPythonModel:
         self.warp = WarpConfig.model_validate_json(p["warp"]) if "warp" in p else WarpConfig()
         self.rigs: dict[str, tuple[object, WarpRig]] = {}  # avatar id → (the Avatar it was built for, rig)
         self.first_part, self.part = int(p["first_part_frames"]), int(p["part_frames"])
+        self.degrade = DegradeConfig.model_validate_json(p["degrade"]) if "degrade" in p else DegradeConfig()
+        self.clocks: OrderedDict[str, Playback] = OrderedDict()  # stream → its playback clock, oldest first
+        self.generator_fps: float | None = None  # Wav2Lip frames per second lately (load included)
         m = self.metrics = Metrics(self.args.name)
+        self.degraded = m.counter("talkserve_lipsync_degraded_sentences_total",
+                                  "Sentences drawn by the warp mouth because Wav2Lip would have stalled the reply")
         self.frames = m.counter("talkserve_lipsync_frames_total", "Video frames generated")
         self.fps_hist = m.histogram("talkserve_lipsync_frames_per_second",
                                     "Frames per second of lip-sync compute, per part", [5, 10, 15, 25, 50, 100, 200])
@@ -55,6 +66,29 @@ class TritonPythonModel:
         if cached is None or cached[0] is not avatar:  # the store hands out a new Avatar when it changed
             cached = self.rigs[avatar.id] = (avatar, WarpRig(avatar.portrait, avatar.landmarks, self.warp))
         return cached[1]
+
+    def _clock(self, stream: str) -> Playback:
+        now = time.monotonic()
+        while self.clocks and now - next(iter(self.clocks.values())).touched > self.streams.lease_seconds:
+            self.clocks.popitem(last=False)  # streams that have ended
+        clock = self.clocks.pop(stream, None) or Playback()
+        self.clocks[stream] = clock  # most recently used last
+        return clock
+
+    def _warp_instead(self, stream: str, clock: Playback, frames: int) -> bool:
+        """Whether Wav2Lip drawing the next `frames` would stall this client, or another whose next sentence
+        waits behind it in this one instance (then the rest of this sentence is the warp)."""
+        fps, margin = self.generator_fps, self.degrade.margin_s
+        for ended in [s for s in self.clocks if s != stream and not self.streams.running(s)]:
+            del self.clocks[ended]  # its last sentence is drawn (or it was stopped): nobody waits on it
+        if not (would_stall(clock, frames / self.fps, frames, fps, margin)
+                or any(would_stall(other, 0.0, frames, fps, margin) for other in self.clocks.values()
+                       if other is not clock)):
+            return False
+        self.degraded.increment(1)
+        pb_utils.Logger.log_warn(f"lipsync: stream {stream[:8]} has {clock.buffered():.2f}s buffered and Wav2Lip "
+                                 f"runs {self.generator_fps:.1f} frames/s: the warp mouth draws the sentence's rest")
+        return True
 
     def _stream(self, request, sender) -> None:
         stream = scalar_bytes(request, "stream").decode()
@@ -88,20 +122,35 @@ class TritonPythonModel:
                 raise Stopped
             return wav2lip(mel, face)
 
-        computed = time.monotonic()
+        computed, rate = time.monotonic(), int(sr[0])
+        clock = self._clock(stream)
+        warped = False  # this part drawn by the warp (kind warp, or degraded)
+
+        def use_warp(frames: int) -> bool:
+            nonlocal warped
+            warped = self._warp_instead(stream, clock, frames)
+            return warped
+
         if self.kind == "warp":
-            parts = animate_warp(audio, int(sr[0]), self._rig(avatar), self.fps, self.first_part, self.part)
+            warped, parts = True, animate_warp(audio, rate, self._rig(avatar), self.fps, self.first_part, self.part)
+        elif self.degrade.enabled and stream != NO_STREAM:
+            parts = animate_degrading(audio, rate, avatar, generate, self._rig(avatar), use_warp, self.fps,
+                                      self.first_part, self.part)
         else:
-            parts = animate(audio, int(sr[0]), avatar, generate, self.fps, self.first_part, self.part)
+            parts = animate(audio, rate, avatar, generate, self.fps, self.first_part, self.part)
         try:
             for part in parts:
                 if not live():
                     return
-                self.fps_hist.observe(len(part.frames) / max(time.monotonic() - computed, 1e-6))
+                fps = len(part.frames) / max(time.monotonic() - computed, 1e-6)
+                self.fps_hist.observe(fps)
+                if not warped:  # a moving average: the pace under the load of the moment
+                    self.generator_fps = fps if self.generator_fps is None else 0.7 * self.generator_fps + 0.3 * fps
                 self.frames.increment(len(part.frames))
                 if index[0] == 0 and part.index == 0:
                     self.ttfc.observe(time.time() - started_at)
                 self.streams.touch(stream)
+                clock.sent(len(part.audio) / rate)
                 sender.send(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
                     pb_utils.Tensor("part_index", np.array([part.index], np.int32)),

@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from transformers import AutoTokenizer
 
 from talkserve.admission import NO_STREAM, Streams
 from talkserve.avatars import AvatarStore
@@ -21,6 +20,7 @@ from talkserve.paths import avatar_db
 from talkserve.prefix_cache import PrefixCache
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError, decode_history, decode_text
+from talkserve.tokenizer import ChatTokenizer
 from talkserve.turns import Turns
 
 
@@ -33,7 +33,7 @@ class TritonPythonModel:
         self.args = ModelArgs(args)
         self.args.apply_cpu_nice()
         p = self.args.params
-        self.tokenizer = AutoTokenizer.from_pretrained(self.args.files / "tokenizer")
+        self.tokenizer = ChatTokenizer(self.args.files / "tokenizer")  # no transformers, so no torch, in this stub
         self.layout = KVLayout(**json.loads(p["kv_layout"]))
         self.default_tokens = int(p["max_new_tokens"])
         self.token_limit = int(p["max_new_tokens_limit"])

@@ -1,0 +1,74 @@
+"""The client's playback clock, seen from either end of a stream.
+
+A player starts at the first chunk and plays each chunk's audio after the one before; it *stalls*
+when the next chunk arrives after everything it had has played out, and resumes when it lands.
+`stalls` counts them for a benchmark's client; `Playback` is the server's estimate of the same
+clock for one stream (`lipsync` degrades a reply to the cheaper mouth when a stall is coming).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+FRAME = 0.04  # one video frame at 25 fps: a later arrival than this is a visible freeze
+
+
+def stalls(chunks: Iterable[tuple[float, float]], tolerance: float = FRAME) -> tuple[int, float]:
+    """(arrival time, seconds of audio) per chunk, in stream order → (stalls, seconds stalled)."""
+    count, stalled, dry = 0, 0.0, None  # dry: when the player runs out of what it has
+    for at, seconds in chunks:
+        if dry is None:
+            dry = at
+        elif at > dry + tolerance:
+            count += 1
+            stalled += at - dry
+            dry = at
+        else:
+            dry = max(dry, at)  # an early chunk waits in the buffer
+        dry += seconds
+    return count, stalled
+
+
+@dataclass
+class Playback:
+    """One stream's clock as the server sends it: when its first chunk left, and how much audio has
+    left since (the client can have played no more than that)."""
+
+    first_at: float | None = None
+    sent_s: float = 0.0
+    touched: float = field(default_factory=time.monotonic)
+
+    def sent(self, seconds: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self.first_at is None:
+            self.first_at = now
+        self.sent_s += seconds
+        self.touched = now
+
+    def buffered(self, now: float | None = None) -> float:
+        """Seconds of audio the client still has to play (≤ 0: it is stalled); inf before the first chunk."""
+        if self.first_at is None:
+            return float("inf")
+        return self.first_at + self.sent_s - (time.monotonic() if now is None else now)
+
+
+class DegradeConfig(BaseModel):
+    """When an admitted reply is about to stall, draw its next sentence with the procedural mouth."""
+
+    enabled: bool = Field(True, description="Degrade to the warp mouth instead of stalling (kind wav2lip only)")
+    margin_s: float = Field(
+        0.5, ge=0, description="Degrade a sentence when the client would have less than this much audio left "
+                               "by its end, at the generator's recent frames per second")
+
+
+def would_stall(clock: Playback, seconds: float, frames: int, fps: float | None, margin_s: float,
+                now: float | None = None) -> bool:
+    """Whether drawing `frames` frames (`seconds` of audio) at `fps` leaves the client under `margin_s`
+    of audio when it ends: buffered now + what the sentence adds − what drawing it takes."""
+    if fps is None or clock.first_at is None:  # nothing measured yet, or the reply's first sentence
+        return False
+    return clock.buffered(now) + seconds - frames / fps < margin_s

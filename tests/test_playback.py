@@ -1,0 +1,71 @@
+"""The playback clock: stalls a player sees, and the server's estimate of what a client has buffered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from talkserve.playback import Playback, stalls, would_stall
+
+
+@pytest.fixture(scope="module")
+def sample_avatar():
+    from talkserve.avatars import Avatar, decode_image, prepare_portrait
+    from talkserve.recipe import SAMPLE_PORTRAIT
+
+    rgb = decode_image(SAMPLE_PORTRAIT.read_bytes())
+    box, landmarks = prepare_portrait(rgb)
+    return Avatar("sample", rgb, box, landmarks)
+
+
+def test_stalls_counts_freezes_of_a_player_that_starts_at_the_first_chunk():
+    assert stalls([]) == (0, 0.0)
+    assert stalls([(1.0, 1.0), (1.5, 1.0), (2.9, 1.0)]) == (0, 0.0)  # always ahead of the playhead
+    count, seconds = stalls([(1.0, 1.0), (2.5, 1.0), (3.0, 1.0), (5.0, 0.5)])
+    assert count == 2 and seconds == pytest.approx(0.5 + 0.5)  # dry at 2.0 → 2.5; dry at 4.5 → 5.0
+    assert stalls([(0.0, 1.0), (1.03, 1.0)]) == (0, 0.0)  # within a frame: no visible freeze
+
+
+def test_playback_buffer_is_what_was_sent_minus_what_has_played():
+    clock = Playback()
+    assert clock.buffered(now=5.0) == float("inf")
+    clock.sent(0.24, now=10.0)
+    clock.sent(1.0, now=10.1)
+    assert clock.buffered(now=10.5) == pytest.approx(0.74)
+    assert clock.buffered(now=12.0) < 0  # the client has been waiting
+
+
+def test_would_stall_weighs_what_the_client_has_against_what_drawing_takes():
+    clock = Playback()
+    assert not would_stall(clock, 1.0, 25, 1.0, 0.5, now=0.0)  # the reply's first part: nothing to protect yet
+    clock.sent(1.0, now=10.0)  # 1 s buffered at t=10
+    assert not would_stall(clock, 1.0, 25, None, 0.5, now=10.0)  # the generator's pace is not known yet
+    assert not would_stall(clock, 1.0, 25, 50.0, 0.5, now=10.0)  # 1 + 1 − 0.5 = 1.5 s left after drawing
+    assert would_stall(clock, 1.0, 25, 15.0, 0.5, now=10.0)  # 1 + 1 − 1.67 = 0.33 s < 0.5 s
+    assert would_stall(clock, 0.0, 25, 50.0, 0.6, now=10.0)  # another stream's part: 1 − 0.5 = 0.5 s < 0.6 s
+
+
+def test_degrading_switches_to_the_warp_for_the_rest_of_the_sentence(sample_avatar):
+    from talkserve.lipsync import animate_degrading
+    from talkserve.lipsync.warp import WarpConfig, WarpRig, mouth_shapes
+
+    sr, fps = 16000, 25.0
+    t = np.arange(int(sr * 2.4)) / sr
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
+    rig = WarpRig(sample_avatar.portrait, sample_avatar.landmarks, WarpConfig())
+    calls, asked = [], []
+
+    def generator(mel, face):
+        calls.append(len(mel))
+        return face[:, 3:]  # the reference half: a stand-in generator
+
+    def use_warp(frames):
+        asked.append(frames)
+        return len(asked) == 2  # the second part would stall
+
+    parts = list(animate_degrading(audio, sr, sample_avatar, generator, rig, use_warp, fps, 6, 25))
+    assert [len(p.frames) for p in parts] == [6, 25, 25, 4]
+    assert calls == [6] and asked == [6, 25]  # once switched, it stays the warp and is not asked again
+    frames = np.concatenate([p.frames for p in parts])
+    warp = rig.animate(mouth_shapes(audio, sr, fps, len(frames), rig.cfg))
+    assert (frames[6:] == warp[6:]).all() and not (frames[:6] == warp[:6]).all()
