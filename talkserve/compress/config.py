@@ -43,6 +43,9 @@ class QuantizeConfig(Strict):
     sweep_depth: int = Field(1, ge=1, description="Sweep granularity: node-name path components per group")
     cpu_forms: list[Literal["qdq_u8", "qdq_s8", "dynamic"]] = Field(
         ["qdq_u8", "qdq_s8"], description="ONNX Runtime CPU candidates; the fastest that passes the gates is served")
+    float_weights: Literal["fp32", "int8"] = Field(
+        "fp32", description="Weights of the layers left float: int8 = weight-only INT8 (DequantizeLinear on the "
+                            "weight, activations float; a quarter of their bytes), served when it passes the gates")
 
 
 class Wav2LipGates(Strict):

@@ -18,12 +18,17 @@ KEEP_FLOAT = {
 }
 # Which ONNX Runtime forms to measure per model: dynamic quantization is the LLM's usual winner on CPU.
 CPU_FORMS = {"llm": ["dynamic", "qdq_u8"], "acoustic": ["dynamic", "qdq_u8"], "piper": ["qdq_u8", "dynamic"]}
+# Where the layers left float hold most of the bytes: the Piper decoder (its activations fail INT8's
+# WER gate) and the LLM's lm_head; their weights go weight-only INT8 when the gates still pass.
+WEIGHT_ONLY = {"llm", "piper"}
 
 
 def _int8(model: str, prune_ratio: float = 0.0) -> dict:
     q = {"precision": "int8", "keep_float": KEEP_FLOAT[model]}
     if model in CPU_FORMS:
         q["cpu_forms"] = CPU_FORMS[model]
+    if model in WEIGHT_ONLY:
+        q["float_weights"] = "int8"
     out: dict = {"quantize": q}
     if prune_ratio and model != "piper":
         out["prune"] = {"ratio": prune_ratio}

@@ -8,7 +8,11 @@ One calibration (ONNX Runtime's calibrator, ranges cached to JSON) feeds every a
   whichever passes the gates and runs fastest here (measured, not assumed).
 Layer groups that INT8 damages most stay in float: when fully quantized fails its gates, each group
 is quantized alone and ranked by the error it adds; the worst are kept float one by one until the
-gates pass (or `max_float_groups` is reached).
+gates pass (or `max_float_groups` is reached). Random ops (the noise a VITS voice samples) are
+seeded while calibrating, so the same recipe calibrates to the same ranges and a build's gate verdict
+does not change from one build to the next; the written models sample freely again. With
+`float_weights: int8` the float groups' weights are then stored weight-only INT8
+(talkserve.compress.weight_only) wherever that form passes the gates too.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from tqdm import tqdm
 
 from talkserve.compress.config import QuantizeConfig
 from talkserve.compress.gates import GateResult, failed
+from talkserve.compress.weight_only import weight_only_int8
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -92,6 +97,35 @@ def is_quantized(path: Path) -> bool:
     return bool(ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"})
 
 
+RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial")
+
+
+def seed_random_ops(path: Path, seed: float = 0.0) -> list[str]:
+    """Give every unseeded random op of the model at `path` a seed (in place); their names."""
+    model = onnx.load(str(path))
+    seeded = []
+    for node in model.graph.node:
+        if node.op_type in RANDOM_OPS and not any(a.name == "seed" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute("seed", seed))
+            seeded.append(node.name)
+    if seeded:
+        onnx.save(model, str(path))
+    return seeded
+
+
+def unseed(path: Path, names: list[str]) -> None:
+    """Remove the seed `seed_random_ops` gave these nodes (in place)."""
+    if not names:
+        return
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        if node.name in names:
+            kept = [a for a in node.attribute if a.name != "seed"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+    onnx.save(model, str(path))
+
+
 class _Writer:
     """Writes quantized variants of one pre-processed model from one cached calibration."""
 
@@ -99,6 +133,7 @@ class _Writer:
         self.work = work
         self.pre = work / "pre.onnx"
         quant_pre_process(str(model), str(self.pre), skip_symbolic_shape=True)
+        self.seeded = seed_random_ops(self.pre)  # reproducible calibration ranges
         self.feeds, self.cfg = feeds, cfg
         self.cache = work / "calibration.json"
         self.groups = node_groups(self.pre, cfg.sweep_depth)
@@ -115,6 +150,7 @@ class _Writer:
             quantize_dynamic(str(self.pre), str(out), per_channel=self.cfg.per_channel, weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude,
                              nodes_to_quantize=self.nodes(only) if only else None)
+            unseed(out, self.seeded)
             return out
         s8 = form in ("qdq_s8", "tensorrt")
         quantize_static(
@@ -129,6 +165,7 @@ class _Writer:
             # The s8 form that ONNX Runtime evaluates in the gates and the sweep keeps them INT32.
             extra_options={"ActivationSymmetric": s8, "WeightSymmetric": True, "QuantizeBias": form != "tensorrt"},
         )
+        unseed(out, self.seeded)
         return out
 
 
@@ -168,19 +205,27 @@ def quantize(model: Path, out_dir: Path, feeds: Feeds, cfg: QuantizeConfig, eval
         forms = {}
         for form in cfg.cpu_forms:
             path = writer.write(form, kept)
-            _, gates = evaluate(path)
-            forms[form] = {"latency_s": latency(path), "passed": not failed(gates), "path": path, "gates": gates,
-                           "quantized": is_quantized(path)}
+            variants = [(form, path)]
+            if cfg.float_weights == "int8":
+                small = path.with_name(f"{path.stem}.w8.onnx")
+                if weight_only_int8(path, small):
+                    variants.append((f"{form}_w8", small))
+            for name, p in variants:
+                _, gates = evaluate(p)
+                forms[name] = {"latency_s": latency(p), "passed": not failed(gates), "path": p, "gates": gates,
+                               "quantized": is_quantized(p), "bytes": p.stat().st_size}
         # A form that quantized nothing (e.g. dynamic on a graph with no MatMul left in INT8) is the
         # float model under another name: never the INT8 answer while a real INT8 form exists.
         real = [f for f in forms if forms[f]["quantized"]] or list(forms)
         passing = [f for f in real if forms[f]["passed"]] or real  # none passes: report the fastest
+        if cfg.float_weights == "int8":  # the recipe asks for bytes: the weight-only forms first, if any passes
+            passing = [f for f in passing if f.endswith("_w8") and forms[f]["passed"]] or passing
         best = min(passing, key=lambda f: forms[f]["latency_s"])
         shutil.copyfile(trt, out_dir / "model.tensorrt.onnx")  # not model.qdq_s8: a served CPU form may be that
         shutil.copyfile(forms[best]["path"], out_dir / f"model.{best}.onnx")
         return QuantizeResult(
             trt=out_dir / "model.tensorrt.onnx", cpu=out_dir / f"model.{best}.onnx", cpu_form=best,
             float_groups=kept, sensitivity=scores, gates=forms[best]["gates"],
-            forms={f: {"latency_s": v["latency_s"], "passed": v["passed"], "quantized": v["quantized"]}
-                   for f, v in forms.items()},
+            forms={f: {"latency_s": v["latency_s"], "passed": v["passed"], "quantized": v["quantized"],
+                       "bytes": v["bytes"]} for f, v in forms.items()},
         )
