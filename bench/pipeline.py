@@ -229,13 +229,19 @@ def model_bytes(repository: Path) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
-def build(preset: str, root: Path, db: Path) -> Path:
+def build(preset: str, root: Path, db: Path, quick: bool = False) -> Path:
+    """The preset's build; `quick`: with the tests' short repair schedule (the same networks and
+    sizes, so the same speed; their quality is the compression benchmark's business)."""
     from talkserve.compress.presets import preset as compression
     from talkserve.recipe import Recipe
     from talkserve.repository import build as do_build
     from talkserve.targets.cpu import STEPS
 
     recipe = Recipe(name=preset, compress=compression(preset))
+    if quick:
+        c = recipe.compress
+        c.held_out, c.max_examples, c.accept_failed_gates = 3, 12, True
+        c.llm.distill.steps, c.wav2lip.distill.steps = 40, 8
     recipe.serving.avatar_db = db
     start = time.monotonic()
     current = do_build(recipe, root / preset, STEPS, progress=lambda s: None)
@@ -314,6 +320,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     ap.add_argument("--capacity", action="store_true", help="find each preset's real-time capacity instead")
     ap.add_argument("--most", type=int, default=6, help="--capacity: most streams to try")
+    ap.add_argument("--quick", action="store_true", help="build the presets with the tests' short repair schedule")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     from talkserve.avatars import AvatarStore
@@ -331,7 +338,7 @@ def main() -> None:
               f"first chunk {base['first_chunk_s']:.1f}s, peak RSS {base['peak_rss_mb']:.0f} MB", flush=True)
         report = {"question": QUESTION, "baseline": base, "served": {}, "bytes": {}, "capacity": {}}
         for preset in args.presets.split(","):
-            current = build(preset, root, db)
+            current = build(preset, root, db, args.quick)
             if args.capacity:
                 report["capacity"][preset] = capacity(current, args.most)
             else:

@@ -106,3 +106,29 @@ def test_calibration_of_a_model_that_samples_noise_is_reproducible_and_the_resul
     x = np.ones((1, 8, 20), np.float32)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert not np.array_equal(session.run(None, {"x": x})[0], session.run(None, {"x": x})[0])  # noise again
+
+
+def test_weight_only_goes_group_by_group_as_far_as_the_gates_hold(tmp_path):
+    from talkserve.compress.config import QuantizeConfig
+    from talkserve.compress.gates import GateResult
+    from talkserve.compress.quantize import _Writer, weight_only_groups
+
+    src = tmp_path / "net.onnx"
+    torch.onnx.export(Net().eval(), (torch.randn(1, 16, 40),), str(src), input_names=["x"], opset_version=17,
+                      dynamo=False)
+    feeds = [{"x": np.random.default_rng(0).standard_normal((1, 16, 40)).astype(np.float32)}]
+    (tmp_path / "work").mkdir()
+    writer = _Writer(src, feeds, QuantizeConfig(precision="int8"), tmp_path / "work")
+    kept = sorted(writer.groups)  # every group float: the form to shrink
+    assert len(kept) == 3
+    float_form = writer.write("qdq_u8", kept)
+
+    def evaluate(path):  # a gate that fails whenever the transposed conv's weight is INT8
+        ops = {n.name for n in onnx.load(str(path)).graph.node if n.op_type == "DequantizeLinear"}
+        bad = any("up" in name for name in ops)
+        return 0.0, [GateResult("m", "x", 1.0 if bad else 0.0, 0.5, "max", not bad)]
+
+    scores = {g: i for i, g in enumerate(kept)}
+    small, chosen = weight_only_groups(writer, float_form, kept, scores, evaluate)
+    assert sorted(chosen) == sorted(g for g in kept if "up" not in g)
+    assert not evaluate(small)[1][0].value  # the file written is the passing choice

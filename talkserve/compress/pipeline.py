@@ -51,6 +51,7 @@ class ModelReport:
     cpu_form: str
     prune_steps: list[dict] = field(default_factory=list)
     float_groups: list[str] = field(default_factory=list)
+    weight_only_groups: list[str] = field(default_factory=list)  # float groups with INT8 weights
     sensitivity: dict[str, float] = field(default_factory=dict)
     forms: dict[str, dict] = field(default_factory=dict)
     accepted_failures: list[str] = field(default_factory=list)
@@ -191,9 +192,11 @@ def _finish(task, cfg, student, fp32: Path, out_dir: Path, accept: bool, accepte
         q = quantize(fp32, out_dir, task.calibration_feeds(fp32), cfg.quantize, judge,
                      lambda p: ort_latency(p, task.latency_feed(p), runs))
         served, trt, form = q.cpu, q.trt, q.cpu_form
-        extra = {"float_groups": q.float_groups, "sensitivity": q.sensitivity, "forms": q.forms}
+        extra = {"float_groups": q.float_groups, "weight_only_groups": q.weight_only_groups,
+                 "sensitivity": q.sensitivity, "forms": q.forms}
         timings = ", ".join(f"{k} {v['latency_s'] * 1e3:.1f} ms" for k, v in q.forms.items())
-        log(f"    {task.name}: INT8 served as {form} ({timings}); float groups {q.float_groups or 'none'}")
+        log(f"    {task.name}: INT8 served as {form} ({timings}); float groups {q.float_groups or 'none'}"
+            f"{f', their weights INT8: {q.weight_only_groups}' if q.weight_only_groups else ''}")
     else:
         served, trt, form, extra = fp32, None, "fp32", {}
     metrics = evaluate(task, task.onnx_runner(served))

@@ -64,7 +64,8 @@ class QuantizeResult:
     float_groups: list[str]
     sensitivity: dict[str, float] = field(default_factory=dict)  # group → error when quantized alone
     gates: list[GateResult] = field(default_factory=list)  # of the served CPU form
-    forms: dict[str, dict] = field(default_factory=dict)  # form → {latency_s, passed}
+    forms: dict[str, dict] = field(default_factory=dict)  # form → {latency_s, passed, quantized, bytes}
+    weight_only_groups: list[str] = field(default_factory=list)  # float groups whose weights are INT8
 
 
 def node_groups(model_path: Path, depth: int) -> dict[str, list[str]]:
@@ -194,6 +195,26 @@ def choose_float_groups(writer: _Writer, evaluate: Evaluate, cfg: QuantizeConfig
     return kept, scores
 
 
+def weight_only_groups(writer: _Writer, path: Path, kept: list[str], scores: dict[str, float],
+                       evaluate: Evaluate) -> tuple[Path, list[str]]:
+    """The served form at `path` with weight-only INT8 on as many float groups as keep the gates: all
+    at once, else one by one, least activation-sensitive first. (file, its weight-only groups)."""
+    small = path.with_name(f"{path.stem}.w8.onnx")
+
+    def passes(groups: list[str]) -> bool:
+        return bool(weight_only_int8(path, small, set(writer.nodes(groups)))) and not failed(evaluate(small)[1])
+
+    if passes(kept):
+        return small, kept
+    chosen: list[str] = []
+    for group in sorted(kept, key=lambda g: scores.get(g, float("inf"))):
+        if passes([*chosen, group]):
+            chosen.append(group)
+    if chosen:
+        weight_only_int8(path, small, set(writer.nodes(chosen)))
+    return small, chosen
+
+
 def quantize(model: Path, out_dir: Path, feeds: Feeds, cfg: QuantizeConfig, evaluate: Evaluate,
              latency: Latency) -> QuantizeResult:
     """Calibrate once, sweep sensitivity, write `model.tensorrt.onnx` and the fastest passing CPU form."""
@@ -205,27 +226,28 @@ def quantize(model: Path, out_dir: Path, feeds: Feeds, cfg: QuantizeConfig, eval
         forms = {}
         for form in cfg.cpu_forms:
             path = writer.write(form, kept)
-            variants = [(form, path)]
-            if cfg.float_weights == "int8":
-                small = path.with_name(f"{path.stem}.w8.onnx")
-                if weight_only_int8(path, small):
-                    variants.append((f"{form}_w8", small))
-            for name, p in variants:
-                _, gates = evaluate(p)
-                forms[name] = {"latency_s": latency(p), "passed": not failed(gates), "path": p, "gates": gates,
-                               "quantized": is_quantized(p), "bytes": p.stat().st_size}
+            _, gates = evaluate(path)
+            forms[form] = {"latency_s": latency(path), "passed": not failed(gates), "path": path, "gates": gates,
+                           "quantized": is_quantized(path), "bytes": path.stat().st_size}
         # A form that quantized nothing (e.g. dynamic on a graph with no MatMul left in INT8) is the
         # float model under another name: never the INT8 answer while a real INT8 form exists.
         real = [f for f in forms if forms[f]["quantized"]] or list(forms)
         passing = [f for f in real if forms[f]["passed"]] or real  # none passes: report the fastest
-        if cfg.float_weights == "int8":  # the recipe asks for bytes: the weight-only forms first, if any passes
-            passing = [f for f in passing if f.endswith("_w8") and forms[f]["passed"]] or passing
         best = min(passing, key=lambda f: forms[f]["latency_s"])
+        weight_groups: list[str] = []
+        if cfg.float_weights == "int8" and forms[best]["passed"] and kept:
+            small, weight_groups = weight_only_groups(writer, forms[best]["path"], kept, scores, evaluate)
+            if weight_groups:
+                _, gates = evaluate(small)
+                best_w8 = f"{best}_w8"
+                forms[best_w8] = {"latency_s": latency(small), "passed": True, "path": small, "gates": gates,
+                                  "quantized": True, "bytes": small.stat().st_size}
+                best = best_w8
         shutil.copyfile(trt, out_dir / "model.tensorrt.onnx")  # not model.qdq_s8: a served CPU form may be that
         shutil.copyfile(forms[best]["path"], out_dir / f"model.{best}.onnx")
         return QuantizeResult(
             trt=out_dir / "model.tensorrt.onnx", cpu=out_dir / f"model.{best}.onnx", cpu_form=best,
-            float_groups=kept, sensitivity=scores, gates=forms[best]["gates"],
+            float_groups=kept, sensitivity=scores, gates=forms[best]["gates"], weight_only_groups=weight_groups,
             forms={f: {"latency_s": v["latency_s"], "passed": v["passed"], "quantized": v["quantized"],
                        "bytes": v["bytes"]} for f, v in forms.items()},
         )

@@ -47,6 +47,8 @@ def markdown(reports: list[ModelReport], title: str) -> str:
                          f"{step['distill_loss_first']} → {step['distill_loss_last']}")
         if r.float_groups:
             lines.append(f"- kept in float: {', '.join(r.float_groups)}")
+        if r.weight_only_groups:
+            lines.append(f"- weight-only INT8 (activations float): {', '.join(r.weight_only_groups)}")
         if r.sensitivity:
             worst = ", ".join(f"{g} ({e:.3g})" for g, e in list(r.sensitivity.items())[:5])
             lines.append(f"- most INT8-sensitive groups (added error): {worst}")

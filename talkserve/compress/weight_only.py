@@ -41,17 +41,20 @@ def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-def weight_only_int8(src: Path, dst: Path) -> int:
-    """Write `src` with its remaining float weights in INT8 (see the module doc); returns how many."""
+def weight_only_int8(src: Path, dst: Path, nodes: set[str] | None = None) -> int:
+    """Write `src` with its remaining float weights in INT8 (see the module doc) — only those of the
+    nodes named in `nodes`, when given; returns how many."""
     model = onnx.load(str(src))
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:  # per-axis DequantizeLinear
         raise ValueError(f"{src}: opset {opset} has no per-channel DequantizeLinear (needs 13)")
     inits = {i.name: i for i in graph.initializer}
-    done, nodes = set(), []
+    done, dequantize = set(), []
     for node in graph.node:
         if node.op_type not in WEIGHTS or len(node.input) <= WEIGHTS[node.op_type][0]:
+            continue
+        if nodes is not None and node.name not in nodes:
             continue
         name = node.input[WEIGHTS[node.op_type][0]]
         init = inits.get(name)
@@ -67,10 +70,10 @@ def weight_only_int8(src: Path, dst: Path) -> int:
                                   numpy_helper.from_array(scale, f"{name}_scale"),
                                   numpy_helper.from_array(np.zeros_like(scale, np.int8), f"{name}_zero")])
         # the DequantizeLinear's output keeps the weight's name: every consumer reads it unchanged
-        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"], [name],
-                                      name=f"{name}_weight_dequantize", axis=axis))
+        dequantize.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
+                                           [name], name=f"{name}_weight_dequantize", axis=axis))
         done.add(name)
-    for i, node in enumerate(nodes):
+    for i, node in enumerate(dequantize):
         graph.node.insert(i, node)
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
