@@ -21,6 +21,9 @@ CPU_FORMS = {"llm": ["dynamic", "qdq_u8"], "acoustic": ["dynamic", "qdq_u8"], "p
 # Where the layers left float hold most of the bytes: the Piper decoder (its activations fail INT8's
 # WER gate) and the LLM's lm_head; their weights go weight-only INT8 when the gates still pass.
 WEIGHT_ONLY = {"llm", "piper"}
+# Repair steps after each pruning step where the default (60) is too few: a 30 %-pruned trained
+# Wav2Lip reaches mouth PSNR 25.2 dB / SSIM 0.889 in 60 steps and 29.0 dB / 0.940 in 200 (gates 28 / 0.9).
+DISTILL_STEPS = {"wav2lip": 200}
 
 
 def _int8(model: str, prune_ratio: float = 0.0) -> dict:
@@ -32,6 +35,8 @@ def _int8(model: str, prune_ratio: float = 0.0) -> dict:
     out: dict = {"quantize": q}
     if prune_ratio and model != "piper":
         out["prune"] = {"ratio": prune_ratio}
+        if model in DISTILL_STEPS:
+            out["distill"] = {"steps": DISTILL_STEPS[model]}
     return out
 
 
