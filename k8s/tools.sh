@@ -19,7 +19,7 @@ unpack() {
 unpack prometheus usr/bin/promtool
 .tools/prometheus/usr/bin/promtool --version | head -1
 # nginx, unpacked the same way: the router's configuration (k8s/base/router) runs on it in
-# tests/test_router.py.
+# tests/deploy/test_router.py.
 unpack nginx usr/sbin/nginx
 .tools/nginx/usr/sbin/nginx -v
 

@@ -94,7 +94,7 @@ def server_env() -> dict[str, str]:
 
 
 # Triton's flags, written once: the embedded server, `talkserve up` and the k8s Deployment use these
-# (tests/test_k8s.py holds the manifests to them). Per Triton's secure-deployment guide: no model
+# (tests/deploy/test_k8s.py holds the manifests to them). Per Triton's secure-deployment guide: no model
 # control, readiness only when every model is, configs as built, admin endpoints behind a key.
 ADMIN_HEADER = "talkserve-admin-key"
 ADMIN_APIS = "model-repository,model-config,shared-memory,statistics,trace,logging"

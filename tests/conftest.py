@@ -1,29 +1,36 @@
 """Shared fixtures. The `server` fixture builds the real starter repository once per session and
-runs the real embedded tritonserver on free loopback ports; nothing about Triton is mocked."""
+runs the real embedded tritonserver on free loopback ports; nothing about Triton is mocked.
+
+Tests live by what they need: unit/ (no server), server/ (a built repository or a tritonserver),
+deploy/ (manifests, rules, pods, router), gpu/ (CUDA; skipped without it)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))  # helpers.py for the tests in every folder
+
 from talkserve.avatars import AvatarStore
 from talkserve.recipe import SAMPLE_PORTRAIT, Recipe
 
-# Lanes come from what a test uses, not from a list kept by hand: a test that asks for one of these
-# fixtures needs a built repository or a running tritonserver (the `server` lane); tests of the
-# deployment (manifests, rules, pods, router) are the `deploy` lane. `slow` (training, compression
-# builds) is marked where the test is.
+# Lanes come from where a test lives and what it uses, not from a list kept by hand: a test in
+# server/ or deploy/ is that lane, and so is any test that asks for one of these fixtures (it needs
+# a built repository or a running tritonserver). `slow` (training, compression builds) is marked
+# where the test is.
 SERVER_FIXTURES = {"built", "server", "url", "replicas", "prometheus", "cpu_jobs"}
-DEPLOY_MODULES = {"test_k8s", "test_monitoring", "test_pod", "test_router"}
+LANES = {"server": pytest.mark.server, "deploy": pytest.mark.deploy, "gpu": pytest.mark.gpu}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        folder = Path(item.fspath).parent.name
+        if folder in LANES:
+            item.add_marker(LANES[folder])
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
-        if item.module.__name__ in DEPLOY_MODULES:
-            item.add_marker(pytest.mark.deploy)
     try:
         import torch
 

@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from talkserve.recipe import Recipe, RecipeError, load_recipe
 from talkserve.repository import build
 
-RECIPES = Path(__file__).parent.parent / "build" / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "build" / "recipes"
 
 
 def test_fp32_recipe_file_is_the_preset():

@@ -25,7 +25,7 @@ from talkserve.models.fastspeech2 import FastSpeech2, FastSpeech2Config, load_fa
 from talkserve.models.hifigan import V1, V3, Generator, HiFiGANConfig, load_hifigan, save_hifigan
 from talkserve.recipe import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_VOCODER = HiFiGANConfig(resblock="2", upsample_rates=[8, 8, 4], upsample_kernel_sizes=[16, 16, 8],
                              upsample_initial_channel=32, resblock_kernel_sizes=[3, 5],
                              resblock_dilation_sizes=[[1, 2], [2, 6]])

@@ -22,7 +22,7 @@ import yaml
 
 from talkserve.client import TalkClient, TalkError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "prometheus" / "usr" / "bin"
 RULE = ROOT / "k8s" / "monitoring" / "prometheusrule.yaml"
 # what the rendered ServiceMonitor gives every series of the cpu pool (tests/test_k8s.py checks it)

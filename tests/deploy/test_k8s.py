@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ["rtx3060", "rtx4090", "cpu"]
 TOOLS = ROOT / ".tools"
 K8S_VERSION = "1.32"

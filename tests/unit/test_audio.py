@@ -5,7 +5,7 @@ import pytest
 
 from talkserve.audio import MEL_FPS, frame_count, mel_windows, pad_to_frames, resample, wav2lip_mel
 
-REFERENCE = Path(__file__).parent / "data" / "wav2lip_mel_reference.npz"
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "wav2lip_mel_reference.npz"
 
 
 def test_mel_matches_wav2lip_reference():

@@ -28,7 +28,7 @@ from talkserve.serve import Ports, Server
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NGINX = ROOT / ".tools" / "nginx" / "usr" / "sbin" / "nginx"
 # The image's main nginx.conf (nginxinc/nginx-unprivileged) around the rendered conf.d file, with
 # its temp paths under the prefix.

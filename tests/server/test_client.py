@@ -30,6 +30,21 @@ def test_unavailable_is_retried_then_reported(tmp_path):
         assert e.value.status == "UNAVAILABLE" and client.attempts == 3
 
 
+def test_a_full_server_reads_as_resource_exhausted_and_is_retried():
+    from tritonclient.utils import InferenceServerException
+
+    from talkserve.client import stream_error_status
+    from talkserve.text import OVERLOADED_MESSAGE
+
+    message = f"in ensemble 'talking_head', {OVERLOADED_MESSAGE} (serving.max_streams = 2); retry on another replica"
+    # Triton has no RESOURCE_EXHAUSTED: it answers UNAVAILABLE (with triton_grpc_error) or no code at all
+    for status in (None, "StatusCode.UNAVAILABLE"):
+        assert stream_error_status(InferenceServerException(message, status=status)) == "RESOURCE_EXHAUSTED"
+    assert "RESOURCE_EXHAUSTED" in RetryPolicy().retry_on
+    draining = InferenceServerException("server is draining for shutdown; retry on another replica")
+    assert stream_error_status(draining) == "UNAVAILABLE"
+
+
 @pytest.mark.server
 def test_bad_input_is_never_retried(url):
     with TalkClient(url) as client, pytest.raises(TalkError):

@@ -1,4 +1,4 @@
-"""The pools' pods as Kubernetes runs them (tests/kubelet.py): the rendered Jobs and Deployment with
+"""The pools' pods as Kubernetes runs them (tests/deploy/kubelet.py): the rendered Jobs and Deployment with
 their real commands, uids, read-only root filesystems and exactly their mounts, in order on a
 fresh cluster: avatars registered by their Job, the repository built by its Job (no GPU), serving
 pods that wait for it, come up, answer a reply with the avatar store read-only, drain and stop.

@@ -33,7 +33,7 @@ from pathlib import Path
 
 # tritonserver flags the NGC 25.10 image knows and the embedded 2.51 does not
 NEWER_FLAGS = ("--grpc-max-response-pool-size",)
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 IMAGES = {"ghcr.io/talkserve/talkserve": "Dockerfile", "ghcr.io/talkserve/talkserve-build": "Dockerfile.build"}
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")  # the kubelet's $(VAR) in env values, command, args
 IMAGE_HOME = "/home/talkserve"  # the image's user has no home folder (useradd --no-create-home)
@@ -182,7 +182,7 @@ class Pod:
         wrapper = r / "usr" / "local" / "bin" / "tritonserver"
         wrapper.parent.mkdir(parents=True, exist_ok=True)
         wrapper.write_text(f"""#!/bin/sh
-# the NGC image's tritonserver, played by the embedded 2.51 (tests/kubelet.py)
+# the NGC image's tritonserver, played by the embedded 2.51 (tests/deploy/kubelet.py)
 for a do shift; case "$a" in {skip}) ;; *) set -- "$@" "$a";; esac; done
 exec env {env} {triton['binary']} --backend-directory={backends} "$@"
 """)
