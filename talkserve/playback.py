@@ -61,14 +61,21 @@ class DegradeConfig(BaseModel):
 
     enabled: bool = Field(True, description="Degrade to the warp mouth instead of stalling (kind wav2lip only)")
     margin_s: float = Field(
-        0.5, ge=0, description="Degrade a sentence when the client would have less than this much audio left "
-                               "by its end, at the generator's recent frames per second")
+        0.08, ge=0, description="Audio (s) a client must still have when the next part reaches it; parts are "
+                                "sized to keep it, and a part that cannot be goes to the warp mouth")
 
 
-def would_stall(clock: Playback, seconds: float, frames: int, fps: float | None, margin_s: float,
-                now: float | None = None) -> bool:
-    """Whether drawing `frames` frames (`seconds` of audio) at `fps` leaves the client under `margin_s`
-    of audio when it ends: buffered now + what the sentence adds − what drawing it takes."""
-    if fps is None or clock.first_at is None:  # nothing measured yet, or the reply's first sentence
+def would_stall(clock: Playback, frames: int, fps: float | None, margin_s: float, now: float | None = None) -> bool:
+    """Whether the client runs under `margin_s` of audio before `frames` frames drawn at `fps` reach
+    it (a part's own audio helps only once it has arrived)."""
+    if fps is None or clock.first_at is None:  # nothing measured yet, or the reply's first part
         return False
-    return clock.buffered(now) + seconds - frames / fps < margin_s
+    return clock.buffered(now) - frames / fps < margin_s
+
+
+def affordable_frames(clock: Playback, fps: float | None, margin_s: float, now: float | None = None) -> int | None:
+    """The most frames that can be drawn at `fps` before the client falls under `margin_s` (None:
+    not known yet, any size will do)."""
+    if fps is None or clock.first_at is None:
+        return None
+    return int((clock.buffered(now) - margin_s) * fps)

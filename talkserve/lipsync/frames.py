@@ -128,18 +128,21 @@ class Part:
 
 
 def stream_parts(audio: np.ndarray, sr: int, render: Renderer, fps: float = 25.0, first_part: int = 6,
-                 part: int = 25) -> Iterator[Part]:
+                 part: int = 25, budget: Callable[[], int | None] | None = None) -> Iterator[Part]:
     """A sentence's frames in parts, each with exactly the audio it covers (audio and lips cannot
-    drift apart); the last part takes any sub-frame remainder so the parts' audio sums to the input."""
+    drift apart); the last part takes any sub-frame remainder so the parts' audio sums to the input.
+    `budget()`, asked before each later part, caps its frames (what can be drawn before the client
+    runs dry; None = no cap; at least one frame)."""
     n = frame_count(len(audio), sr, fps)
-    sizes = part_sizes(n, first_part, part)
-    start = 0
-    for i, size in enumerate(sizes):
-        end = start + size
+    start, i = 0, 0
+    while start < n:
+        size = first_part if i == 0 else part
+        cap = budget() if budget is not None and i > 0 else None
+        end = min(n, start + (size if cap is None else max(1, min(size, cap))))
         frames = render(start, end)
-        a, b = round(start * sr / fps), (round(end * sr / fps) if i < len(sizes) - 1 else len(audio))
+        a, b = round(start * sr / fps), (round(end * sr / fps) if end < n else len(audio))
         yield Part(i, frames, audio[a:b])
-        start = end
+        start, i = end, i + 1
 
 
 def animate(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, fps: float = 25.0,
@@ -173,9 +176,10 @@ def animate_warp(audio: np.ndarray, sr: int, rig, fps: float = 25.0, first_part:
 
 def animate_degrading(audio: np.ndarray, sr: int, avatar: Avatar, generator: Generator, rig,
                       use_warp: Callable[[int], bool], fps: float = 25.0, first_part: int = 6,
-                      part: int = 25) -> Iterator[Part]:
-    """Wav2Lip part by part until `use_warp(frames)` says drawing the next part would stall the client;
-    from then on the rest of the sentence is the procedural mouth (`rig`), which draws at once."""
+                      part: int = 25, budget: Callable[[], int | None] | None = None) -> Iterator[Part]:
+    """Wav2Lip part by part — each no bigger than `budget()` — until `use_warp(frames)` says drawing
+    the next part would stall the client; from then on the rest of the sentence is the procedural
+    mouth (`rig`), which draws at once, in full-size parts."""
     from talkserve.lipsync.warp import mouth_shapes
 
     wav2lip = _wav2lip_renderer(audio, sr, avatar, generator, fps)
@@ -187,4 +191,7 @@ def animate_degrading(audio: np.ndarray, sr: int, avatar: Avatar, generator: Gen
         warped = warped or use_warp(end - start)
         return rig.animate(shapes[start:end]) if warped else wav2lip(start, end)
 
-    return stream_parts(audio, sr, render, fps, first_part, part)
+    def cap() -> int | None:
+        return None if warped or budget is None else budget()
+
+    return stream_parts(audio, sr, render, fps, first_part, part, cap)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkserve.playback import Playback, stalls, would_stall
+from talkserve.playback import Playback, affordable_frames, stalls, would_stall
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,15 @@ def test_playback_buffer_is_what_was_sent_minus_what_has_played():
 
 def test_would_stall_weighs_what_the_client_has_against_what_drawing_takes():
     clock = Playback()
-    assert not would_stall(clock, 1.0, 25, 1.0, 0.5, now=0.0)  # the reply's first part: nothing to protect yet
-    clock.sent(1.0, now=10.0)  # 1 s buffered at t=10
-    assert not would_stall(clock, 1.0, 25, None, 0.5, now=10.0)  # the generator's pace is not known yet
-    assert not would_stall(clock, 1.0, 25, 50.0, 0.5, now=10.0)  # 1 + 1 − 0.5 = 1.5 s left after drawing
-    assert would_stall(clock, 1.0, 25, 15.0, 0.5, now=10.0)  # 1 + 1 − 1.67 = 0.33 s < 0.5 s
-    assert would_stall(clock, 0.0, 25, 50.0, 0.6, now=10.0)  # another stream's part: 1 − 0.5 = 0.5 s < 0.6 s
+    assert not would_stall(clock, 25, 1.0, 0.1, now=0.0)  # the reply's first part: nothing to protect yet
+    assert affordable_frames(clock, 40.0, 0.1, now=0.0) is None
+    clock.sent(0.24, now=10.0)  # a 6-frame first part: 0.24 s buffered at t=10
+    assert not would_stall(clock, 25, None, 0.1, now=10.0)  # the generator's pace is not known yet
+    assert would_stall(clock, 25, 40.0, 0.1, now=10.0)  # 25 frames take 0.625 s: dry before they land
+    assert not would_stall(clock, 5, 40.0, 0.1, now=10.0)  # 0.24 − 0.125 = 0.115 s left when 5 land
+    assert affordable_frames(clock, 40.0, 0.1, now=10.0) == 5
+    clock.sent(0.2, now=10.12)  # those 5 frames, drawn in 0.12 s: the buffer grows
+    assert affordable_frames(clock, 40.0, 0.1, now=10.12) == 8
 
 
 def test_degrading_switches_to_the_warp_for_the_rest_of_the_sentence(sample_avatar):
@@ -69,3 +72,21 @@ def test_degrading_switches_to_the_warp_for_the_rest_of_the_sentence(sample_avat
     frames = np.concatenate([p.frames for p in parts])
     warp = rig.animate(mouth_shapes(audio, sr, fps, len(frames), rig.cfg))
     assert (frames[6:] == warp[6:]).all() and not (frames[:6] == warp[:6]).all()
+
+
+def test_later_parts_are_no_bigger_than_the_budget_and_cover_the_sentence_exactly():
+    from talkserve.lipsync import stream_parts
+
+    sr, fps = 16000, 25.0
+    audio = np.random.default_rng(0).standard_normal(int(sr * 2.0) + 123).astype(np.float32)
+    caps = iter([4, 0, None, 9, 100, None])
+    seen = []
+
+    def render(start, end):
+        seen.append((start, end))
+        return np.zeros((end - start, 2, 2, 3), np.uint8)
+
+    parts = list(stream_parts(audio, sr, render, fps, 6, 25, budget=lambda: next(caps)))
+    assert [len(p.frames) for p in parts] == [6, 4, 1, 25, 9, 5]  # 0 → one frame; None → a full part
+    assert seen[0] == (0, 6) and seen[-1][1] == 50
+    assert np.array_equal(np.concatenate([p.audio for p in parts]), audio)  # exactly the sentence's audio

@@ -5,9 +5,10 @@ kind `wav2lip`: the generator is the `wav2lip` model, called through BLS so the 
 ONNX Runtime session (CPU) or a TensorRT engine (GPU). kind `warp`: the procedural landmark-driven
 mouth, computed here (no model, hundreds of frames/s).
 
-Degradation: this model keeps each stream's playback clock (one instance sees every sentence). When
-drawing a Wav2Lip reply's next part at the generator's recent pace would leave the client with less
-than `degrade.margin_s` of audio, the rest of that sentence is drawn by the warp instead of freezing.
+Degradation: this model keeps each stream's playback clock (one instance sees every sentence). A
+Wav2Lip part is no bigger than what the generator's recent pace can draw before any running client
+falls under `degrade.margin_s` of audio; when not even that fits, the rest of the sentence is drawn
+by the warp instead of freezing.
 """
 
 import time
@@ -22,7 +23,7 @@ from talkserve.emotion import grade_frames, parse_emotion, style
 from talkserve.lipsync import animate, animate_degrading, animate_warp
 from talkserve.lipsync.warp import WarpConfig, WarpRig
 from talkserve.paths import avatar_db
-from talkserve.playback import DegradeConfig, Playback, would_stall
+from talkserve.playback import DegradeConfig, Playback, affordable_frames, would_stall
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError
 from talkserve.turns import Turns
@@ -75,15 +76,24 @@ class TritonPythonModel:
         self.clocks[stream] = clock  # most recently used last
         return clock
 
-    def _warp_instead(self, stream: str, clock: Playback, frames: int) -> bool:
-        """Whether Wav2Lip drawing the next `frames` would stall this client, or another whose next sentence
-        waits behind it in this one instance (then the rest of this sentence is the warp)."""
-        fps, margin = self.generator_fps, self.degrade.margin_s
+    def _watched(self, stream: str) -> list[Playback]:
+        """The clocks of this stream and of every other still running (their next sentence waits behind
+        this one in this one instance)."""
         for ended in [s for s in self.clocks if s != stream and not self.streams.running(s)]:
             del self.clocks[ended]  # its last sentence is drawn (or it was stopped): nobody waits on it
-        if not (would_stall(clock, frames / self.fps, frames, fps, margin)
-                or any(would_stall(other, 0.0, frames, fps, margin) for other in self.clocks.values()
-                       if other is not clock)):
+        return list(self.clocks.values())
+
+    def _budget(self, stream: str) -> int | None:
+        """Frames Wav2Lip can draw before any watched client falls under the margin (None: no limit known)."""
+        caps = [affordable_frames(c, self.generator_fps, self.degrade.margin_s) for c in self._watched(stream)]
+        caps = [c for c in caps if c is not None]
+        return min(caps) if caps else None
+
+    def _warp_instead(self, stream: str, clock: Playback, frames: int) -> bool:
+        """Whether Wav2Lip drawing the next `frames` would stall this client or another watched one (then
+        the rest of this sentence is the warp)."""
+        fps, margin = self.generator_fps, self.degrade.margin_s
+        if not any(would_stall(c, frames, fps, margin) for c in self._watched(stream)):
             return False
         self.degraded.increment(1)
         pb_utils.Logger.log_warn(f"lipsync: stream {stream[:8]} has {clock.buffered():.2f}s buffered and Wav2Lip "
@@ -135,7 +145,7 @@ class TritonPythonModel:
             warped, parts = True, animate_warp(audio, rate, self._rig(avatar), self.fps, self.first_part, self.part)
         elif self.degrade.enabled and stream != NO_STREAM:
             parts = animate_degrading(audio, rate, avatar, generate, self._rig(avatar), use_warp, self.fps,
-                                      self.first_part, self.part)
+                                      self.first_part, self.part, lambda: self._budget(stream))
         else:
             parts = animate(audio, rate, avatar, generate, self.fps, self.first_part, self.part)
         try:
