@@ -249,13 +249,26 @@ def build(preset: str, root: Path, db: Path, quick: bool = False) -> Path:
     return current
 
 
-def plot(report: dict, path: Path) -> None:
+def two_panels(draw, path: Path, legend_size: int = 8) -> None:
+    """A two-panel figure: `draw(axes)` plots, then legends, layout and the PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    draw(axes)
+    for ax in axes:
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot(report: dict, path: Path) -> None:
+    two_panels(lambda axes: _plot_served(report, axes), path)
+
+
+def _plot_served(report: dict, axes) -> None:
     base = report["baseline"]
     for preset, runs in report["served"].items():
         ns = sorted(int(n) for n in runs)
@@ -265,10 +278,6 @@ def plot(report: dict, path: Path) -> None:
     axes[1].axhline(base["video_s"] / base["total_s"], color="k", ls="--", label="eager sequential baseline")
     axes[0].set(xlabel="concurrent streams", ylabel="time to first chunk p50 (s)")
     axes[1].set(xlabel="concurrent streams", ylabel="seconds of video per second")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def capacity_summary(report: dict) -> list[str]:
@@ -292,12 +301,10 @@ def capacity_summary(report: dict) -> list[str]:
 
 
 def plot_capacity(report: dict, path: Path) -> None:
-    import matplotlib
+    two_panels(lambda axes: _plot_capacity(report, axes), path, legend_size=7)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+def _plot_capacity(report: dict, axes) -> None:
     for preset, c in report["capacity"].items():
         for label, style in (("without degradation", "--"), ("with degradation", "-")):
             steps = c[label]["steps"]
@@ -307,10 +314,6 @@ def plot_capacity(report: dict, path: Path) -> None:
     axes[1].axhline(1.5, color="k", ls=":", label="1.5 s")
     axes[0].set(xlabel="concurrent streams", ylabel="stalled seconds per stream")
     axes[1].set(xlabel="concurrent streams", ylabel="time to first chunk p95 (s)")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
