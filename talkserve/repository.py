@@ -73,7 +73,7 @@ SENTENCE = {"reply_text": "sentence_text", "chunk_index": "sentence_index", "ava
 
 def ensemble_config(name: str, voice: bool = False) -> mc.ModelConfig:
     """talking_head: admit (a stream slot) → llm (one response per sentence) → tts → lipsync (parts of
-    each sentence). talking_head_voice: asr first; each response also carries `user_text`."""
+    each sentence). talking_head_voice: asr → llm → tts → lipsync; each response also carries `user_text`."""
 
     def step(model: str, inputs: dict[str, str], outputs: dict[str, str]):
         return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
@@ -82,20 +82,19 @@ def ensemble_config(name: str, voice: bool = False) -> mc.ModelConfig:
     # reply's audio in each response: it is `user_audio`, as the recognised text is `user_text`.
     first = ([tensor("user_audio", T.TYPE_FP32, [-1]), tensor("user_sample_rate", T.TYPE_INT32, [1])] if voice
              else [tensor("text", T.TYPE_STRING, [1])])
-    llm_inputs = {"avatar_id": "avatar_id", "stream": "stream_id", **{n: n for n, _ in OPTIONAL_INPUTS}}
-    admit_inputs = {"avatar_id": "avatar_id", "conversation_id": "conversation_id"}
+    llm_inputs = {"avatar_id": "avatar_id", **{n: n for n, _ in OPTIONAL_INPUTS}}
     steps = []
     if voice:
+        # No admission here yet: with `admit` in this ensemble Triton 2.51 intermittently kept it from
+        # unloading at shutdown (a reply state left behind); voice replies are not counted or refused.
         steps.append(step("asr", {"audio": "user_audio", "sample_rate": "user_sample_rate"},
                           {"text": "heard_text", "started_at": "heard_at"}))
         llm_inputs |= {"text": "heard_text", "started_at": "heard_at"}
-        # Steps run once their inputs exist: admit waits for the recognised text, so an utterance that
-        # fails recognition takes no slot (a step that fails leaves the ones after it unrun).
-        admit_inputs["text"] = "heard_text"
     else:
-        llm_inputs["text"] = "text"
-    # A refused text reply costs nothing: the slot is taken before generation.
-    steps.append(step("admit", admit_inputs, {"stream": "stream_id"}))
+        # A refused reply costs nothing: the slot is taken before generation.
+        steps.append(step("admit", {"avatar_id": "avatar_id", "conversation_id": "conversation_id"},
+                          {"stream": "stream_id"}))
+        llm_inputs |= {"text": "text", "stream": "stream_id"}
     response = RESPONSE + ([("user_text", T.TYPE_STRING, [1])] if voice else [])
     steps += [
         step("llm", llm_inputs, SENTENCE),

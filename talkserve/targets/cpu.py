@@ -264,8 +264,7 @@ def capacity_step(root: Path, recipe: Recipe, extra: dict) -> None:
         extra["capacity"] = {"max_streams": limit, "from": "recipe"}
     admit = python_model(
         "admit",
-        [tensor("avatar_id", T.TYPE_STRING, [1]), tensor("conversation_id", T.TYPE_STRING, [1], optional=True),
-         tensor("text", T.TYPE_STRING, [1], optional=True)],  # only orders admit after asr (voice)
+        [tensor("avatar_id", T.TYPE_STRING, [1]), tensor("conversation_id", T.TYPE_STRING, [1], optional=True)],
         [out("stream", T.TYPE_STRING, [1])],
         {"max_streams": limit, "stream_lease_seconds": recipe.serving.stream_lease_seconds},
         instances=2,  # a refusal must not wait behind an admission

@@ -81,8 +81,7 @@ def test_starter_repository_configs(built):
     assert all(i.optional for i in head.input[2:])
     assert [o.name for o in head.output] == ["reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video"]
     voice = configs["talking_head_voice"]
-    assert [s.model_name for s in voice.ensemble_scheduling.step] == ["asr", "admit", "llm", "tts", "lipsync"]
-    assert voice.ensemble_scheduling.step[1].input_map["text"] == "heard_text"  # admitted once recognised
+    assert [s.model_name for s in voice.ensemble_scheduling.step] == ["asr", "llm", "tts", "lipsync"]
     assert [i.name for i in voice.input][:3] == ["user_audio", "user_sample_rate", "avatar_id"]
     assert [o.name for o in voice.output][-1] == "user_text"
     assert configs["llm"].model_transaction_policy.decoupled
