@@ -1,6 +1,6 @@
 """Admission control: at most `max_streams` replies run at once in one tritonserver.
 
-A reply is a stream that lives from the entry model (`admit`, the ensembles' first step) until
+A reply is a stream that lives from the entry model (`admit`, talking_head's first step) until
 `lipsync` has drawn its last sentence — long after the `llm` loop has finished writing the text. So
 the slot is a small lease directory, shared by the stub processes like the turns are:
 

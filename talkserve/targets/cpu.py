@@ -253,7 +253,7 @@ def asr_step(root: Path, recipe: Recipe, extra: dict) -> None:
 
 
 def capacity_step(root: Path, recipe: Recipe, extra: dict) -> None:
-    """`admit`, the ensembles' first step, with the stream limit: the recipe's, or calibrated here."""
+    """`admit`, talking_head's first step, with the stream limit: the recipe's, or calibrated here."""
     limit = recipe.serving.max_streams
     if limit is None:
         from talkserve.targets.calibrate import calibrate

@@ -1,4 +1,4 @@
-"""Triton python model `admit`: the ensembles' first step. A new reply takes one of the server's
+"""Triton python model `admit`: talking_head's first step. A new reply takes one of the server's
 `max_streams` slots (talkserve.admission) or is refused at once — while draining with UNAVAILABLE,
 when full with the stream-limit message (clients: RESOURCE_EXHAUSTED) — so admitted replies keep
 their pace instead of every reply getting late. Its `stream` id travels with the reply; `lipsync`
