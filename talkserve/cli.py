@@ -398,6 +398,7 @@ def demo(
 ) -> None:
     """Build the starter repository, register the sample portrait, serve, say a sentence, stop."""
     from talkserve.avatars import AvatarStore
+    from talkserve.playback import DEGRADED_SENTENCES
     from talkserve.serve import Ports, Server
     from talkserve.speak import speak
 
@@ -410,10 +411,14 @@ def demo(
     typer.echo("registered avatar 'sample' (sample portrait)")
     ports = Ports.free()
     log = repository / "tritonserver.log"
-    with Server(current, ports, log=log):
+    with Server(current, ports, log=log) as server:
         typer.echo(f"tritonserver ready on grpc :{ports.grpc} (log: {log})")
         result = speak(f"127.0.0.1:{ports.grpc}", text, "sample", output)
+        degraded = server.metric(DEGRADED_SENTENCES)
     typer.echo(result.summary())
+    if degraded:  # lipsync.degrade: where the generator could not keep up, the warp mouth drew the rest
+        typer.echo(f"lip-sync: {degraded:.0f} sentence(s) finished by the warp mouth, where Wav2Lip would "
+                   f"have fallen behind playback (lipsync.degrade)")
     strip = write_strip(result, avatar, output.with_name(f"{output.stem}-frames.png"))
     typer.echo(f"demo done in {time.monotonic() - start:.1f}s → {output}, {strip}")
 

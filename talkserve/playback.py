@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field
 
 FRAME = 0.04  # one video frame at 25 fps: a later arrival than this is a visible freeze
+DEGRADED_SENTENCES = "talkserve_lipsync_degraded_sentences_total"  # lipsync's counter of the switches
 
 
 def stalls(chunks: Iterable[tuple[float, float]], tolerance: float = FRAME) -> tuple[int, float]:

@@ -175,6 +175,15 @@ class Server:
             time.sleep(0.5)
         return self
 
+    def metric(self, name: str) -> float:
+        """Sum of a metric's series on this server's Prometheus endpoint (0 when it has none yet)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.metrics}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name == name)
+
     def stop(self, wait: float | None = None) -> int | None:
         """SIGTERM, then SIGKILL after `wait` seconds (default: Triton's exit timeout + 15).
 

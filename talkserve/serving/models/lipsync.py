@@ -23,7 +23,7 @@ from talkserve.emotion import grade_frames, parse_emotion, style
 from talkserve.lipsync import animate, animate_degrading, animate_warp
 from talkserve.lipsync.warp import WarpConfig, WarpRig
 from talkserve.paths import avatar_db
-from talkserve.playback import DegradeConfig, Playback, affordable_frames, would_stall
+from talkserve.playback import DEGRADED_SENTENCES, DegradeConfig, Playback, affordable_frames, would_stall
 from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
 from talkserve.text import RequestError
 from talkserve.turns import Turns
@@ -53,7 +53,7 @@ class TritonPythonModel:
         self.clocks: OrderedDict[str, Playback] = OrderedDict()  # stream → its playback clock, oldest first
         self.generator_fps: float | None = None  # Wav2Lip frames per second lately (load included)
         m = self.metrics = Metrics(self.args.name)
-        self.degraded = m.counter("talkserve_lipsync_degraded_sentences_total",
+        self.degraded = m.counter(DEGRADED_SENTENCES,
                                   "Sentences drawn by the warp mouth because Wav2Lip would have stalled the reply")
         self.frames = m.counter("talkserve_lipsync_frames_total", "Video frames generated")
         self.fps_hist = m.histogram("talkserve_lipsync_frames_per_second",
