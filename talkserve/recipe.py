@@ -95,6 +95,9 @@ class Wav2LipRecipe(Strict):
     first_part_frames: int = Field(6, ge=1, description="Frames in a sentence's first streamed part (latency)")
     part_frames: int = Field(25, ge=1, description="Frames in each later part (throughput)")
     instances: int = Field(1, ge=1, description="Generator (wav2lip model) instances")
+    batch_frames: int = Field(
+        50, ge=1, description="Most frames in one generator call: lipsync joins the parts of every stream "
+                              "waiting on the generator into one call (on a GPU, at most gpu.wav2lip_max_batch)")
 
 
 class ASRRecipe(Strict):

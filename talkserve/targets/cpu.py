@@ -221,7 +221,7 @@ def lipsync_step(root: Path, recipe: Recipe, extra: dict) -> None:
         [out(n, dtype, dims) for n, dtype, dims in repo.RESPONSE] + [out("user_text", T.TYPE_STRING, [1])],
         {"avatar_db": recipe.serving.configured_avatar_db(), "fps": recipe.video.fps, "kind": kind,
          "warp": recipe.lipsync.warp.model_dump_json(), "degrade": recipe.lipsync.degrade.model_dump_json(),
-         "first_part_frames": w.first_part_frames, "part_frames": w.part_frames,
+         "first_part_frames": w.first_part_frames, "part_frames": w.part_frames, "batch_frames": w.batch_frames,
          "stream_lease_seconds": recipe.serving.stream_lease_seconds},
         instances=SEQUENTIAL, decoupled=True,
     )

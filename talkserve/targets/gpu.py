@@ -173,10 +173,10 @@ def source_onnx(version_dir: Path, stem: str) -> str:
 
 def wav2lip_engine(root: Path, recipe: Recipe) -> EngineModel:
     g, w = recipe.gpu, recipe.wav2lip
-    biggest = max(w.first_part_frames, w.part_frames)
+    biggest = max(w.first_part_frames, w.part_frames, w.batch_frames)
     if g.wav2lip_max_batch < biggest:
-        raise GPUTargetError(f"gpu.wav2lip_max_batch = {g.wav2lip_max_batch} is below the {biggest} frames of a "
-                             "streamed part (wav2lip.part_frames / first_part_frames)")
+        raise GPUTargetError(f"gpu.wav2lip_max_batch = {g.wav2lip_max_batch} is below the {biggest} frames of one "
+                             "generator call (wav2lip.batch_frames / part_frames / first_part_frames)")
 
     def dims(*rest: int):
         return (1, *rest), (w.part_frames, *rest), (g.wav2lip_max_batch, *rest)

@@ -77,12 +77,16 @@ def test_profiles_follow_the_recipe(built):
 
     custom = recipe.model_copy(deep=True)
     custom.gpu.max_context_tokens, custom.gpu.max_prompt_tokens, custom.gpu.wav2lip_max_batch = 2048, 256, 32
+    custom.wav2lip.batch_frames = 32  # lipsync's joined calls must fit the engine
     models = {m.name: m for m in engine_models(current, custom)}
     assert models["llm_decoder"].shapes()["attention_mask"][2] == (1, 2048)
     assert models["llm_decoder"].shapes()["input_ids"][2] == (1, 256)
     assert models["wav2lip"].shapes()["mel"][2][0] == 32
     custom.gpu.wav2lip_max_batch = 10
-    with pytest.raises(GPUTargetError, match="wav2lip_max_batch = 10 is below the 25 frames"):
+    with pytest.raises(GPUTargetError, match="wav2lip_max_batch = 10 is below the 32 frames"):
+        engine_models(current, custom)
+    custom.gpu.wav2lip_max_batch, custom.wav2lip.batch_frames = 40, 50
+    with pytest.raises(GPUTargetError, match="wav2lip_max_batch = 40 is below the 50 frames of one generator call"):
         engine_models(current, custom)
 
 

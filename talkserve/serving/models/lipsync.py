@@ -5,12 +5,19 @@ kind `wav2lip`: the generator is the `wav2lip` model, called through BLS so the 
 ONNX Runtime session (CPU) or a TensorRT engine (GPU). kind `warp`: the procedural landmark-driven
 mouth, computed here (no model, hundreds of frames/s).
 
+Concurrency: every sentence runs on a thread of its own (execute returns at once), so a new
+stream's first part does not wait behind another stream's whole sentence; the Wav2Lip calls of all
+running sentences are joined into one (`lipsync.batching.Batcher`, up to `batch_frames` frames),
+and a stream's sentence i starts only once its sentence i - 1 is sent (`InOrder`): parts leave in
+order per stream.
+
 Degradation: this model keeps each stream's playback clock (one instance sees every sentence). A
 Wav2Lip part is no bigger than what the generator's recent pace can draw before any running client
 falls under `degrade.margin_s` of audio; when not even that fits, the rest of the sentence is drawn
 by the warp instead of freezing.
 """
 
+import threading
 import time
 from collections import OrderedDict
 
@@ -21,12 +28,21 @@ from talkserve.admission import NO_STREAM, Streams
 from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.emotion import grade_frames, parse_emotion, style
 from talkserve.lipsync import animate, animate_degrading, animate_warp
+from talkserve.lipsync.batching import Batcher, InOrder
 from talkserve.lipsync.warp import WarpConfig, WarpRig
 from talkserve.paths import avatar_db
 from talkserve.playback import DEGRADED_SENTENCES, DegradeConfig, Playback, affordable_frames, would_stall
-from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
+from talkserve.serving.triton import (
+    Metrics,
+    ModelArgs,
+    bls,
+    optional_input,
+    released,
+    scalar_bytes,
+    stream_each_on_threads,
+)
 from talkserve.text import RequestError
-from talkserve.turns import Turns
+from talkserve.turns import NO_TURN, Turns
 
 
 def wav2lip(mel: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -52,15 +68,35 @@ class TritonPythonModel:
         self.degrade = DegradeConfig.model_validate_json(p["degrade"]) if "degrade" in p else DegradeConfig()
         self.clocks: OrderedDict[str, Playback] = OrderedDict()  # stream → its playback clock, oldest first
         self.generator_fps: float | None = None  # Wav2Lip frames per second lately (load included)
+        self.lock = threading.RLock()  # the clocks and the pace, shared by the sentences' threads
+        self.ipc = threading.RLock()  # one call into the server at a time (triton.stream_each_on_threads)
+        # the window lets the other sentences paste and send their part, then join this call
+        self.batcher = Batcher(self._generate, max_frames=int(p.get("batch_frames", "50")), window_s=0.05)
+        self.order = InOrder(timeout_s=self.streams.lease_seconds)
         m = self.metrics = Metrics(self.args.name)
         self.degraded = m.counter(DEGRADED_SENTENCES,
                                   "Sentences drawn by the warp mouth because Wav2Lip would have stalled the reply")
         self.frames = m.counter("talkserve_lipsync_frames_total", "Video frames generated")
+        self.generator_calls = m.counter("talkserve_lipsync_generator_calls_total",
+                                         "Wav2Lip calls (each may join the parts of several streams)")
+        self.batch_hist = m.histogram("talkserve_lipsync_generator_call_frames", "Frames per Wav2Lip call",
+                                      [6, 12, 25, 50, 100])
         self.fps_hist = m.histogram("talkserve_lipsync_frames_per_second",
                                     "Frames per second of lip-sync compute, per part", [5, 10, 15, 25, 50, 100, 200])
         self.chunks = m.counter("talkserve_chunks_streamed_total", "Responses streamed to clients")
         self.ttfc = m.histogram("talkserve_time_to_first_chunk_seconds", "Request to its first streamed chunk",
                                 [0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10])
+
+    def _generate(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
+        with self.ipc:
+            self.generator_calls.increment(1)
+            self.batch_hist.observe(len(mel))
+            return wav2lip(mel, face)
+
+    def _live(self, request, turn: str) -> bool:
+        with self.ipc:
+            cancelled = request.is_cancelled()
+        return not cancelled and self.turns.is_current(turn)
 
     def _rig(self, avatar) -> WarpRig:
         cached = self.rigs.get(avatar.id)
@@ -69,6 +105,10 @@ class TritonPythonModel:
         return cached[1]
 
     def _clock(self, stream: str) -> Playback:
+        with self.lock:
+            return self._clock_locked(stream)
+
+    def _clock_locked(self, stream: str) -> Playback:
         now = time.monotonic()
         while self.clocks and now - next(iter(self.clocks.values())).touched > self.streams.lease_seconds:
             self.clocks.popitem(last=False)  # streams that have ended
@@ -85,7 +125,8 @@ class TritonPythonModel:
 
     def _budget(self, stream: str) -> int | None:
         """Frames Wav2Lip can draw before any watched client falls under the margin (None: no limit known)."""
-        caps = [affordable_frames(c, self.generator_fps, self.degrade.margin_s) for c in self._watched(stream)]
+        with self.lock:
+            caps = [affordable_frames(c, self.generator_fps, self.degrade.margin_s) for c in self._watched(stream)]
         caps = [c for c in caps if c is not None]
         return min(caps) if caps else None
 
@@ -93,19 +134,28 @@ class TritonPythonModel:
         """Whether Wav2Lip drawing the next `frames` would stall this client or another watched one (then
         the rest of this sentence is the warp)."""
         fps, margin = self.generator_fps, self.degrade.margin_s
-        if not any(would_stall(c, frames, fps, margin) for c in self._watched(stream)):
-            return False
-        self.degraded.increment(1)
-        pb_utils.Logger.log_warn(f"lipsync: stream {stream[:8]} has {clock.buffered():.2f}s buffered and Wav2Lip "
-                                 f"runs {self.generator_fps:.1f} frames/s: the warp mouth draws the sentence's rest")
+        with self.lock:
+            if not any(would_stall(c, frames, fps, margin) for c in self._watched(stream)):
+                return False
+        with self.ipc:
+            self.degraded.increment(1)
+            pb_utils.Logger.log_warn(f"lipsync: stream {stream[:8]} has {clock.buffered():.2f}s buffered and "
+                                     f"Wav2Lip runs {fps:.1f} frames/s: the warp mouth draws the sentence's rest")
         return True
 
     def _stream(self, request, sender) -> None:
         stream = scalar_bytes(request, "stream").decode()
+        index = int(optional_input(request, "chunk_index")[0])
+        turn = scalar_bytes(request, "turn").decode()
+        key = stream if stream != NO_STREAM else turn if turn != NO_TURN else ""  # whose order to keep
+        with released(self.ipc):
+            waited = self.order.wait(key, index, lambda: self._live(request, turn))
         try:
-            self._draw(request, sender, stream)
+            with self.batcher.drawing():
+                self._draw(request, sender, stream)
         finally:  # drawn, stopped, silent or failed: this sentence no longer holds the stream open
-            self.streams.done(stream, int(optional_input(request, "chunk_index")[0]))
+            self.order.finished(key, index, waited)
+            self.streams.done(stream, index)
 
     def _draw(self, request, sender, stream: str) -> None:
         text = optional_input(request, "reply_text")
@@ -125,12 +175,12 @@ class TritonPythonModel:
             return
 
         def live() -> bool:
-            return not request.is_cancelled() and self.turns.is_current(turn)
+            return self._live(request, turn)
 
         def generate(mel, face):  # checked before each part's compute, so a stop wastes none
             if not live():
                 raise Stopped
-            return wav2lip(mel, face)
+            return self.batcher(mel, face)
 
         computed, rate = time.monotonic(), int(sr[0])
         clock = self._clock(stream)
@@ -149,28 +199,35 @@ class TritonPythonModel:
         else:
             parts = animate(audio, rate, avatar, generate, self.fps, self.first_part, self.part)
         try:
-            for part in parts:
+            while True:
+                with released(self.ipc):  # the frames: compute, and the generator call (which takes ipc)
+                    part = next(parts, None)
+                if part is None:
+                    return
                 if not live():
                     return
                 fps = len(part.frames) / max(time.monotonic() - computed, 1e-6)
                 self.fps_hist.observe(fps)
                 if not warped:  # a moving average: the pace under the load of the moment
-                    self.generator_fps = fps if self.generator_fps is None else 0.7 * self.generator_fps + 0.3 * fps
+                    with self.lock:
+                        g = self.generator_fps
+                        self.generator_fps = fps if g is None else 0.7 * g + 0.3 * fps
                 self.frames.increment(len(part.frames))
                 if index[0] == 0 and part.index == 0:
                     self.ttfc.observe(time.time() - started_at)
                 self.streams.touch(stream)
                 clock.sent(len(part.audio) / rate)
-                sender.send(pb_utils.InferenceResponse(output_tensors=[
+                response = pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
                     pb_utils.Tensor("part_index", np.array([part.index], np.int32)),
                     pb_utils.Tensor("audio", part.audio), pb_utils.Tensor("sample_rate", sr),
                     pb_utils.Tensor("video", grade_frames(part.frames, avatar.box, look)), user_text,
-                ]))
+                ])
+                sender.send(response)
                 self.chunks.increment(1)
                 computed = time.monotonic()
         except Stopped:
             return
 
     def execute(self, requests):
-        stream_each(requests, self._stream, self.metrics)
+        stream_each_on_threads(requests, self._stream, self.metrics, self.ipc)

@@ -1,0 +1,162 @@
+"""Several streams' sentences drawn at once by one `lipsync` instance, each stream's parts in order.
+
+`lipsync` draws every sentence on a thread of its own (its execute returns at once), so a new
+stream's first part no longer waits behind another stream's whole sentence. Two pieces make that
+safe and cheap, both pure (tested without Triton):
+
+- `Batcher`: the generator is called with the frames of every stream that is waiting on it — one
+  call of up to `max_frames` frames instead of one per stream (Wav2Lip on a GPU is far from
+  saturated by 25 frames; on a CPU the calls at least stop queueing behind each other). A caller
+  whose batch is ready runs it (leader/follower: no extra thread); one call runs at a time.
+- `InOrder`: sentence i of a stream starts sending only once sentence i - 1 has finished, so a
+  stream's parts leave in order although its sentences run on separate threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from talkserve.lipsync.frames import Generator
+
+
+@dataclass
+class _Call:
+    mel: np.ndarray
+    face: np.ndarray
+    at: float = field(default_factory=time.monotonic)
+    out: np.ndarray | None = None
+    error: BaseException | None = None
+
+
+class Batcher:
+    """A `Generator` that joins concurrent callers' frames into one call of `generator`.
+
+    A batch starts when every sentence inside `drawing()` is waiting on it, when it holds
+    `max_frames`, or when its oldest call has waited `window_s`; while one call runs, the next
+    callers queue and go together after it."""
+
+    def __init__(self, generator: Generator, max_frames: int = 50, window_s: float = 0.005):
+        self.generator, self.max_frames, self.window_s = generator, max_frames, window_s
+        self.cv = threading.Condition()
+        self.pending: list[_Call] = []
+        self.active = 0  # sentences that may still call
+        self.running = False
+        self.calls = 0  # generator calls made (batches)
+        self.frames = 0  # frames they drew
+
+    def drawing(self) -> _Drawing:
+        """Context for a sentence that will call the batcher: the batch need not wait for others'."""
+        return _Drawing(self)
+
+    def _ready(self, now: float) -> bool:
+        if self.running or not self.pending:
+            return False
+        frames = sum(len(c.mel) for c in self.pending)
+        everyone = len(self.pending) >= self.active
+        return everyone or frames >= self.max_frames or now - self.pending[0].at >= self.window_s
+
+    def _take(self) -> list[_Call]:
+        batch, frames = [], 0
+        while self.pending and (not batch or frames + len(self.pending[0].mel) <= self.max_frames):
+            call = self.pending.pop(0)
+            batch.append(call)
+            frames += len(call.mel)
+        return batch
+
+    def _run(self, batch: list[_Call]) -> None:
+        try:
+            out = self.generator(np.concatenate([c.mel for c in batch]), np.concatenate([c.face for c in batch]))
+            ends = np.cumsum([len(c.mel) for c in batch])
+            for c, part in zip(batch, np.split(out, ends[:-1]), strict=True):
+                c.out = part
+        except BaseException as e:  # each caller gets the batch's error
+            for c in batch:
+                c.error = e
+
+    def __call__(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
+        call = _Call(mel, face)
+        with self.cv:
+            self.pending.append(call)
+            self.cv.notify_all()
+            while call.out is None and call.error is None:
+                now = time.monotonic()
+                if self._ready(now):
+                    batch, self.running = self._take(), True
+                    self.cv.release()
+                    try:
+                        self._run(batch)
+                    finally:
+                        self.cv.acquire()
+                        self.running = False
+                        self.calls += 1
+                        self.frames += sum(len(c.mel) for c in batch)
+                        self.cv.notify_all()
+                else:
+                    wait = self.window_s - (now - self.pending[0].at) if self.pending and not self.running else None
+                    self.cv.wait(timeout=max(wait, 1e-4) if wait is not None else 0.05)
+        if call.error is not None:
+            raise call.error
+        return call.out
+
+
+class _Drawing:
+    def __init__(self, batcher: Batcher):
+        self.b = batcher
+
+    def __enter__(self) -> None:
+        with self.b.cv:
+            self.b.active += 1
+
+    def __exit__(self, *exc) -> None:
+        with self.b.cv:
+            self.b.active -= 1
+            self.b.cv.notify_all()  # a batch waiting for this sentence need not wait any more
+
+
+class InOrder:
+    """Per key (a stream), sentence `index` waits until every lower index has finished.
+
+    Keys are forgotten `forget_s` after their last sentence. A key of "" has no order to keep
+    (requests from no stream and no conversation): those sentences run one at a time, as a single
+    instance ran everything before."""
+
+    def __init__(self, timeout_s: float = 60.0, forget_s: float = 600.0):
+        self.timeout_s, self.forget_s = timeout_s, forget_s
+        self.cv = threading.Condition()
+        self.done: dict[str, tuple[int, float]] = {}  # key → (sentences finished in a row, when)
+        self.unkeyed = threading.Lock()
+
+    def wait(self, key: str, index: int, live: Callable[[], bool] = lambda: True) -> bool:
+        """Block until `index` may start; False if it gave up (timeout, or `live()` turned false)."""
+        if key == "":
+            return self.unkeyed.acquire(timeout=self.timeout_s)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            with self.cv:
+                if self.done.get(key, (0, 0.0))[0] >= index:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cv.wait(timeout=min(left, 0.1))
+            if not live():  # outside the condition's lock: live() may wait on locks of its own
+                return False
+
+    def finished(self, key: str, index: int, waited: bool) -> None:
+        """Sentence `index` of `key` sent its last part (or will send none); `waited`: what wait() said."""
+        if key == "":
+            if waited:
+                self.unkeyed.release()
+            return
+        now = time.monotonic()
+        with self.cv:
+            count = self.done.get(key, (0, 0.0))[0]
+            self.done[key] = (max(count, index + 1), now)
+            for k in [k for k, (_, t) in self.done.items() if now - t > self.forget_s]:
+                del self.done[k]
+            self.cv.notify_all()

@@ -1,0 +1,80 @@
+"""Several streams at once on the real tritonserver: one `lipsync` instance draws their sentences
+side by side, joins their Wav2Lip parts into shared generator calls, and every stream still gets
+its own reply with its parts in order — the same reply it gets alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import metric
+
+from talkserve import repository as repo
+from talkserve.client import TalkClient
+
+QUESTIONS = ["How does this work?", "Tell me a joke.", "Who are you?"]
+
+
+@pytest.fixture(scope="module")
+def wav2lip_only(built, tmp_path_factory):
+    """The suite's build with degradation off, so every part is Wav2Lip's (and goes through the batcher)."""
+    from talkserve.serve import Ports, Server
+
+    _, current = built
+    root = tmp_path_factory.mktemp("batching") / "repository"
+    shutil.copytree(Path(current).resolve(), root, symlinks=True)
+    cfg = repo.read_config(root / "lipsync")
+    cfg.parameters["degrade"].string_value = json.dumps({"enabled": False})
+    repo.write_config(root / "lipsync", cfg)
+    srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
+    yield srv
+    assert srv.stop() == 0
+
+
+def reply(url: str, question: str):
+    with TalkClient(url) as client:
+        return list(client.stream(question, "sample", max_new_tokens=40))
+
+
+def test_concurrent_streams_share_generator_calls_and_each_gets_its_own_reply_in_order(built, wav2lip_only):
+    import onnxruntime as ort
+
+    from talkserve.avatars import AvatarStore
+    from talkserve.lipsync import animate
+
+    recipe, _ = built
+    server = wav2lip_only
+    url = f"127.0.0.1:{server.ports.grpc}"
+    alone = {q: reply(url, q) for q in QUESTIONS}
+    calls = metric(server, "talkserve_lipsync_generator_calls_total")
+    together: dict[str, list] = {}
+    threads = [threading.Thread(target=lambda q=q: together.__setitem__(q, reply(url, q))) for q in QUESTIONS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    parts = sum(len(chunks) for chunks in together.values())
+    assert metric(server, "talkserve_lipsync_generator_calls_total") - calls < parts  # parts were joined
+    session = ort.InferenceSession(str(Path(server.repository) / "wav2lip" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    avatar = AvatarStore(recipe.serving.avatar_db).get("sample")
+    w = recipe.wav2lip
+    for q in QUESTIONS:
+        got = together[q]
+        order = [(c.index, c.part) for c in got]
+        assert order == sorted(order)  # in order within the stream
+        # the same sentences as alone (their lengths vary: the voice samples noise as it speaks)
+        assert sorted({(c.index, c.text) for c in got}) == sorted({(c.index, c.text) for c in alone[q]})
+        assert all(c.part == 0 or (c.index, c.part - 1) in order for c in got)  # no part missing
+        # its own frames: drawn in shared calls, they are what Wav2Lip draws for this sentence's audio
+        first = [c for c in got if c.index == 0]
+        audio = np.concatenate([c.audio for c in first])
+        drawn = animate(audio, first[0].sample_rate, avatar,
+                        lambda mel, face: session.run(None, {"mel": mel, "face": face})[0], 25.0,
+                        w.first_part_frames, w.part_frames)
+        for c, mine in zip(first, drawn, strict=True):
+            assert np.abs(c.video.astype(int) - mine.frames.astype(int)).max() <= 2
