@@ -45,9 +45,10 @@ def models(past: int):
     """(name, eager torch module, float ONNX exporter, feeds(batch) → dict of numpy inputs)."""
     from talkserve.export import export_llm_decoder, export_wav2lip
     from talkserve.models.hifigan import CONFIGS, load_hifigan
-    from talkserve.models.llm import DecoderStep, KVLayout, load_llm
+    from talkserve.models.llm import DecoderStep, load_llm
     from talkserve.models.wav2lip import load_wav2lip
     from talkserve.recipe import STARTER_LLM
+    from talkserve.spec import KVLayout
 
     rng = np.random.default_rng(0)
     w2l = load_wav2lip(None).eval()
@@ -57,8 +58,7 @@ def models(past: int):
     voc = load_hifigan(None, CONFIGS["v1"]).eval()
 
     def export_vocoder(path):
-        from talkserve.compress.tasks import vocoder_spec
-        from talkserve.export import export
+        from talkserve.export import export, vocoder_spec
 
         return export(voc, vocoder_spec(80), path)
 
@@ -67,11 +67,9 @@ def models(past: int):
     layout = KVLayout.from_config(llm.config)
 
     def decode(b):
-        feeds = {"input_ids": rng.integers(0, layout.vocab_size, (b, 1)), "attention_mask": np.ones((b, past + 1),
-                                                                                                   np.int64),
-                 "position_ids": np.full((b, 1), past, np.int64)}
-        return feeds | {n: rng.standard_normal((b, layout.num_kv_heads, past, layout.head_dim), np.float32)
-                        for n in layout.past_names()}
+        cache = {n: rng.standard_normal((b, layout.num_kv_heads, past, layout.head_dim), np.float32)
+                 for n in layout.past_names()}
+        return layout.feeds(rng.integers(0, layout.vocab_size, (b, 1)), cache, past)
 
     yield "llm_decoder", DecoderStep(llm).eval(), lambda path: export_llm_decoder(llm, path), decode
 
@@ -82,7 +80,7 @@ def shapes_for(feeds_at) -> dict:
 
 
 def engine_column(onnx_path: Path, work: Path, feeds_at, runs: int, label: str) -> dict:
-    from talkserve.targets.gpu import to_fp16
+    from talkserve.targets.precision import to_fp16
     from talkserve.targets.tensorrt import Engine, build_engine
 
     half = work / f"{label}.onnx"

@@ -165,23 +165,19 @@ def serving(repository: Path, log: Path, max_streams: int | None = None, degrade
     import shutil
 
     from talkserve import repository as repo
+    from talkserve import spec
     from talkserve.client import TalkClient
     from talkserve.serve import Ports, Server
 
     copy = Path(tempfile.mkdtemp(prefix="talkserve-bench-repo-")) / "repository"
     shutil.copytree(repository.resolve(), copy, symlinks=True)
-    cfg = repo.read_config(copy / "admit")
-    if max_streams is not None:
-        cfg.parameters["max_streams"].string_value = str(max_streams)
-    repo.write_config(copy / "admit", cfg)
-    lip = repo.read_config(copy / "lipsync")
-    lip.parameters["degrade"].string_value = json.dumps({**json.loads(lip.parameters["degrade"].string_value),
-                                                         "enabled": degrade})
-    repo.write_config(copy / "lipsync", lip)
+    admit = repo.update_params(copy / "admit", **({"max_streams": max_streams} if max_streams else {}))
+    degrade = repo.read_params(copy / "lipsync", spec.LipsyncParams).degrade.model_copy(update={"enabled": degrade})
+    repo.update_params(copy / "lipsync", degrade=degrade.model_dump())
     with Server(copy, Ports.free(), log=log) as server:
         with TalkClient(f"127.0.0.1:{server.ports.grpc}") as c:  # warm-up: first requests pay lazy initialisation
             list(c.stream("Hello!", "sample"))
-        yield server, int(cfg.parameters["max_streams"].string_value)
+        yield server, admit.max_streams
     shutil.rmtree(copy.parent, ignore_errors=True)
 
 

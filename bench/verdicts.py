@@ -16,14 +16,14 @@ ONE = r"""
 import json, sys, tempfile
 from pathlib import Path
 from talkserve.compress.data import DataSource
-from talkserve.compress.pipeline import compress_piper
+from talkserve.compress.pipeline import compress_model
 from talkserve.compress.presets import preset
 from talkserve.compress.tasks import PiperTask
 from talkserve.recipe import TTSRecipe
 name, held_out, examples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 c = preset(name)
 task = PiperTask(*TTSRecipe().resolved_paths(), DataSource(None, held_out, examples))
-report = compress_piper(task, c.piper, Path(tempfile.mkdtemp()), True, 1, log=lambda s: None)
+_, report = compress_model(task, c.piper, Path(tempfile.mkdtemp()), True, 1, log=lambda s: None)
 print(json.dumps({"served": report.cpu_form, "weight_only": report.weight_only_groups,
                   "gates": {g.metric: [round(g.value, 6), g.passed] for g in report.gates}}))
 """

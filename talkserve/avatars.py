@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from talkserve.models.layout import FACE_SIZE
+from talkserve.spec import FACE_SIZE
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Haar boxes stop above the chin; Wav2Lip's own S3FD pads the bottom too. Fractions of the box.

@@ -98,8 +98,9 @@ def engines(
 ) -> None:
     """Add TensorRT engines for this node's GPU to the published repository (one repository, mixed
     GPU pool: run it once on a node of each architecture). Publishes a new release atomically."""
+    from talkserve.gpus import node_problems
     from talkserve.recipe import load_recipe
-    from talkserve.targets.gpu import GPUTargetError, add_engine_steps, node_problems, require_gpu_build
+    from talkserve.targets.gpu import GPUTargetError, add_engine_steps, require_gpu_build
 
     def missing() -> list[str]:
         return node_problems(output / "current", require_engines=True)
@@ -305,7 +306,7 @@ def up(
     db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None,
 ) -> None:
     """Run the serving image locally with Docker, the repository and avatars mounted read-only."""
-    from talkserve.targets.gpu import node_problems
+    from talkserve.gpus import node_problems
     from talkserve.up import container_spec, has_gpu
     from talkserve.up import up as start
 

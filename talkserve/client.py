@@ -31,18 +31,20 @@ import tritonclient.grpc as grpcclient
 from prometheus_client import Counter, Histogram
 from tritonclient.utils import InferenceServerException
 
+from talkserve import spec
 from talkserve.text import DRAINING_MESSAGE as DRAINING
 from talkserve.text import OVERLOADED_MESSAGE as OVERLOADED
 
-MODEL = "talking_head"
-VOICE_MODEL = "talking_head_voice"
+MODEL = spec.TALKING_HEAD.name
+VOICE_MODEL = spec.TALKING_HEAD_VOICE.name
 # Ask Triton to end a failed stream with a real gRPC status. Off by default: tritonserver 2.51 (the
 # embedded default) can segfault in that path (gRPC cancellation race, fixed in 25.x by server
 # PRs #7840/#8078); turn it on for NGC 25.x images.
 GRPC_ERROR_HEADERS = {"triton_grpc_error": "true"}
 CONVERSATION_HEADER = "conversation-id"
 ADMIN_HEADER = "talkserve-admin-key"  # talkserve.serve.ADMIN_HEADER (the client does not import the server)
-OUTPUTS = ("reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video")
+OUTPUTS = tuple(spec.TALKING_HEAD.output_names())  # what each streamed response carries
+VOICE_OUTPUTS = tuple(spec.TALKING_HEAD_VOICE.output_names())  # and what the server heard
 
 # Client-side view for the backend services that embed this library (expose the default registry,
 # e.g. prometheus_client.start_http_server): what their users wait for, network included.
@@ -109,7 +111,7 @@ class Chunk:
 _INVALID_ARG = re.compile(
     r"inference input '.*' data-type is|unexpected shape for input|expected number of inputs|"
     r"expected \d+ inputs? but got|unexpected inference input|byte size|"
-    r"(^|, )(text|avatar_id|max_new_tokens|reply_text|audio|sample_rate|emotion|conversation_id|history): "
+    rf"(^|, )({'|'.join(spec.REQUEST_FIELDS)}): "
 )
 
 
@@ -222,7 +224,7 @@ class TalkClient:
                      history: History | None = None) -> Iterator[Chunk]:
         """As `stream`, from an utterance; each chunk's `user_text` is what the server heard."""
         inputs = voice_inputs(audio, sample_rate, avatar_id, max_new_tokens, emotion, conversation_id, history)
-        return self._retrying(lambda: self._stream(model, inputs, (*OUTPUTS, "user_text"), timeout, conversation_id))
+        return self._retrying(lambda: self._stream(model, inputs, VOICE_OUTPUTS, timeout, conversation_id))
 
     def _retrying(self, start) -> Iterator[Chunk]:
         delays = self.retry.delays()

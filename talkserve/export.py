@@ -20,7 +20,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from talkserve.models.llm import DecoderStep, KVLayout
+from talkserve import spec
+from talkserve.models.llm import DecoderStep
+from talkserve.spec import KVLayout
 
 OPSET = 17
 
@@ -62,7 +64,8 @@ def llm_decoder_spec(model: nn.Module) -> ExportSpec:
         pos = (torch.arange(seq) + past).expand(batch, seq).contiguous()
         return (ids, torch.ones(batch, past + seq, dtype=torch.long), pos, *kv)
 
-    names_in, names_out = layout.input_names(), layout.output_names()
+    decoder = spec.llm_decoder(layout)
+    names_in, names_out = decoder.input_names(), decoder.output_names()
     axes = {
         "input_ids": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "total_sequence"},
@@ -76,14 +79,44 @@ def llm_decoder_spec(model: nn.Module) -> ExportSpec:
                       [inputs(1, 0, 7), inputs(1, 9, 1), inputs(3, 4, 2)], atol=1e-4)
 
 
+def _random(dims: tuple[int, ...], batch: int, g: torch.Generator, uniform: bool = False) -> torch.Tensor:
+    shape = (batch, *dims[1:])  # dims[0] is the spec's dynamic batch (-1)
+    return torch.rand(shape, generator=g) if uniform else torch.randn(shape, generator=g)
+
+
 def wav2lip_spec() -> ExportSpec:
+    mel, face = spec.WAV2LIP.inputs
+
     def inputs(batch: int) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(batch)
-        return (torch.randn(batch, 1, 80, 16, generator=g), torch.rand(batch, 6, 96, 96, generator=g))
+        return _random(mel.dims, batch, g), _random(face.dims, batch, g, uniform=True)
 
-    axes = {"mel": {0: "frames"}, "face": {0: "frames"}, "frames": {0: "frames"}}
-    return ExportSpec("wav2lip", ["mel", "face"], ["frames"], axes, inputs(2), [inputs(1), inputs(5)],
+    names = [*spec.WAV2LIP.input_names(), *spec.WAV2LIP.output_names()]
+    return ExportSpec("wav2lip", spec.WAV2LIP.input_names(), spec.WAV2LIP.output_names(),
+                      {n: {0: "frames"} for n in names}, inputs(2), [inputs(1), inputs(5)], atol=1e-4)
+
+
+def vocoder_spec(num_mels: int = spec.MEL_BINS) -> ExportSpec:
+    def inputs(b: int, t: int):
+        return (torch.randn(b, num_mels, t, generator=torch.Generator().manual_seed(t)) - 5,)
+
+    axes = {"mel": {0: "batch", 2: "mel_frames"}, "audio": {0: "batch", 2: "samples"}}
+    s = spec.vocoder(num_mels)
+    return ExportSpec("vocoder", s.input_names(), s.output_names(), axes, inputs(1, 24), [inputs(1, 50), inputs(2, 9)],
                       atol=1e-4)
+
+
+def acoustic_spec() -> ExportSpec:
+    from talkserve.models.fastspeech2 import text_to_ids
+
+    def inputs(text: str):
+        return (torch.tensor([text_to_ids(text)]),)
+
+    axes = {"symbols": {0: "batch", 1: "symbols"}, "mel": {0: "batch", 2: "mel_frames"},
+            "durations": {0: "batch", 1: "symbols"}}
+    s = spec.acoustic()
+    return ExportSpec("acoustic", s.input_names(), s.output_names(), axes, inputs("Hello there, friend."),
+                      [inputs("A longer sentence, with a comma and more words in it."), inputs("Hi.")], atol=1e-3)
 
 
 def _run_onnx(path: Path, spec: ExportSpec, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:

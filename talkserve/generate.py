@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from talkserve.models.layout import KVLayout
 from talkserve.prefix_cache import Lookup, PrefixCache
+from talkserve.spec import KVLayout
 from talkserve.text import SentenceStream
 
 Step = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -57,29 +57,17 @@ def prompt_ids(tokenizer, user_text: str, system: str = "", history: list[dict[s
     return tokenizer.encode("\n".join(lines))
 
 
-def empty_cache(layout: KVLayout, batch: int = 1) -> dict[str, np.ndarray]:
-    shape = (batch, layout.num_kv_heads, 0, layout.head_dim)
-    return {name: np.zeros(shape, np.float32) for name in layout.past_names()}
-
-
 def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens: int,
                     eos_ids: set[int], cache: PrefixCache | None = None) -> Iterator[int]:
     """Greedy decoding: one prefill pass over the prompt (only past its longest cached prefix),
     then one pass per new token. The cache keeps the prompt's KV, and the whole turn's at its end,
     so the next turn of the conversation starts from them."""
     hit = cache.lookup(ids) if cache is not None else Lookup(0, None)
-    past = hit.past if hit.past is not None else empty_cache(layout)
+    past = hit.past  # None: an empty cache
     fed = list(ids[: hit.tokens])  # the tokens `past` covers
     new = np.asarray([ids[hit.tokens:]], np.int64)  # (1, S)
     for i in range(max_new_tokens):
-        seq, total = new.shape[1], len(fed)
-        feeds = {
-            "input_ids": new,
-            "attention_mask": np.ones((1, total + seq), np.int64),
-            "position_ids": np.arange(total, total + seq, dtype=np.int64)[None],
-            **past,
-        }
-        out = step(feeds)
+        out = step(layout.feeds(new, past, len(fed)))
         fed += new[0].tolist()
         past = {name: out[p] for name, p in zip(layout.past_names(), layout.present_names(), strict=True)}
         if cache is not None and i == 0:

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from talkserve.compress.config import CompressRecipe
-from talkserve.lipsync.warp import WarpConfig
+from talkserve.lipsync.config import WarpConfig
 from talkserve.paths import avatar_db, talkserve_home  # noqa: F401 (talkserve_home: re-exported)
 from talkserve.playback import DegradeConfig
 

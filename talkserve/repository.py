@@ -21,100 +21,116 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from talkserve import spec
 from talkserve.recipe import Recipe, dump_recipe
 
+P = TypeVar("P", bound=spec.Params)
+
 SERVING_MODELS = Path(__file__).parent / "serving" / "models"
-ENSEMBLE = "talking_head"
-VOICE_ENSEMBLE = "talking_head_voice"
+ENSEMBLE = spec.TALKING_HEAD.name
+VOICE_ENSEMBLE = spec.TALKING_HEAD_VOICE.name
 KEEP_RELEASES = 3
 T = mc.DataType
-# One streamed response of talking_head (the request contract).
-RESPONSE = [("reply_text", T.TYPE_STRING, [1]), ("chunk_index", T.TYPE_INT32, [1]),
-            ("part_index", T.TYPE_INT32, [1]), ("audio", T.TYPE_FP32, [-1]), ("sample_rate", T.TYPE_INT32, [1]),
-            ("video", T.TYPE_UINT8, [-1, -1, -1, 3])]
 
 
-def tensor(name: str, dtype: int, dims: list[int], optional: bool = False, cls=mc.ModelInput):
-    kw = {"optional": True} if optional else {}
-    return cls(name=name, data_type=dtype, dims=dims, **kw)
+def tensor(t: spec.Tensor, cls=mc.ModelInput, strip_batch: bool = False):
+    """A spec tensor as a config input (or output: `cls=mc.ModelOutput`); `strip_batch` for a model
+    with Triton batching, whose dims leave out the batch."""
+    kw = {"optional": True} if t.optional and cls is mc.ModelInput else {}
+    return cls(name=t.name, data_type=T.Value(f"TYPE_{t.dtype}"), dims=list(t.dims)[1 if strip_batch else 0:], **kw)
 
 
-def out(name: str, dtype: int, dims: list[int]) -> mc.ModelOutput:
-    return mc.ModelOutput(name=name, data_type=dtype, dims=dims)
-
-
-def python_model(name: str, inputs, outputs, params: dict[str, object], instances: int = 1,
-                 decoupled: bool = False) -> mc.ModelConfig:
+def model_config(s: spec.ModelSpec, params: spec.Params, instances: int | None = None) -> mc.ModelConfig:
+    """config.pbtxt of a python model, from its spec; `params` (the spec's class) as one JSON parameter."""
+    if not isinstance(params, s.params):
+        raise TypeError(f"{s.name} takes {s.params.__name__}, not {type(params).__name__}")
+    count = s.instances if s.instances is not None else instances
+    if count is None:
+        raise ValueError(f"{s.name}: the recipe sets its instance count; none given")
     cfg = mc.ModelConfig(
-        name=name, backend="python", max_batch_size=0, input=inputs, output=outputs,
-        instance_group=[mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
+        name=s.name, backend="python", max_batch_size=0,
+        input=[tensor(t) for t in s.inputs], output=[tensor(t, mc.ModelOutput) for t in s.outputs],
+        instance_group=[mc.ModelInstanceGroup(count=count, kind=mc.ModelInstanceGroup.KIND_CPU)],
     )
-    for key, value in params.items():
-        cfg.parameters[key].string_value = str(value)
-    if decoupled:
+    cfg.parameters[spec.PARAMS].string_value = params.model_dump_json()
+    if s.decoupled:
         cfg.model_transaction_policy.decoupled = True
     return cfg
 
 
-# Optional request fields of both ensembles, all consumed by llm.
-OPTIONAL_INPUTS = [("max_new_tokens", T.TYPE_INT32), ("emotion", T.TYPE_STRING), ("conversation_id", T.TYPE_STRING),
-                   ("history", T.TYPE_STRING)]
-# What llm streams with each sentence: the sentence, and what later steps need from the request.
-SENTENCE = {"reply_text": "sentence_text", "chunk_index": "sentence_index", "avatar_id": "sentence_avatar_id",
-            "started_at": "request_started_at", "emotion": "sentence_emotion", "turn": "sentence_turn",
-            "user_text": "sentence_user_text", "stream": "sentence_stream"}
+def write_python_model(root: Path, s: spec.ModelSpec, params: spec.Params, instances: int | None = None) -> None:
+    """The model's config from its spec and its model.py (serving/models/<source>.py)."""
+    write_config(root / s.name, model_config(s, params, instances))
+    install_python_model(root / s.name, s.source)
 
 
-def ensemble_config(name: str, voice: bool = False) -> mc.ModelConfig:
+def read_params(model_dir: Path, cls: type[P]) -> P:
+    cfg = read_config(model_dir)
+    return cls.from_config({"name": cfg.name, "parameters": {k: {"string_value": v.string_value}
+                                                             for k, v in cfg.parameters.items()}})
+
+
+def write_params(model_dir: Path, params: spec.Params) -> None:
+    """Replace a built model's parameters (same class), keeping the rest of its config."""
+    cfg = read_config(model_dir)
+    cfg.parameters[spec.PARAMS].string_value = params.model_dump_json()
+    write_config(model_dir, cfg)
+
+
+def update_params(model_dir: Path, **changes) -> spec.Params:
+    """Change some of a built python model's parameters, validated by its Params class."""
+    cls = spec.PARAMS_OF[Path(model_dir).name]
+    params = cls.model_validate({**read_params(model_dir, cls).model_dump(), **changes})
+    write_params(model_dir, params)
+    return params
+
+
+def ensemble_config(s: spec.ModelSpec) -> mc.ModelConfig:
     """talking_head: admit (a stream slot) → llm (one response per sentence) → tts → lipsync (parts of
     each sentence). talking_head_voice: asr → llm → tts → lipsync; each response also carries `user_text`."""
+    voice = s is spec.TALKING_HEAD_VOICE
 
-    def step(model: str, inputs: dict[str, str], outputs: dict[str, str]):
-        return mc.ModelEnsembling.Step(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)
+    def step(model: spec.ModelSpec, inputs: dict[str, str], outputs: dict[str, str]):
+        unknown = (set(inputs) - set(model.input_names())) | (set(outputs) - set(model.output_names()))
+        if unknown:  # caught here, at the build, not by Triton at load
+            raise ValueError(f"{s.name}: {model.name} has no tensor {', '.join(sorted(unknown))}")
+        return mc.ModelEnsembling.Step(model_name=model.name, model_version=-1, input_map=inputs, output_map=outputs)
 
-    # An ensemble's tensors share one namespace, so the utterance cannot be called `audio` like the
-    # reply's audio in each response: it is `user_audio`, as the recognised text is `user_text`.
-    first = ([tensor("user_audio", T.TYPE_FP32, [-1]), tensor("user_sample_rate", T.TYPE_INT32, [1])] if voice
-             else [tensor("text", T.TYPE_STRING, [1])])
-    llm_inputs = {"avatar_id": "avatar_id", **{n: n for n, _ in OPTIONAL_INPUTS}}
+    llm_inputs = {"avatar_id": "avatar_id", **{t.name: t.name for t in spec.OPTIONAL_INPUTS}}
     steps = []
     if voice:
         # No admission here yet: with `admit` in this ensemble Triton 2.51 intermittently kept it from
         # unloading at shutdown (a reply state left behind); voice replies are not counted or refused.
-        steps.append(step("asr", {"audio": "user_audio", "sample_rate": "user_sample_rate"},
+        steps.append(step(spec.ASR, {"audio": "user_audio", "sample_rate": "user_sample_rate"},
                           {"text": "heard_text", "started_at": "heard_at"}))
         llm_inputs |= {"text": "heard_text", "started_at": "heard_at"}
     else:
         # A refused reply costs nothing: the slot is taken before generation.
-        steps.append(step("admit", {"avatar_id": "avatar_id", "conversation_id": "conversation_id"},
+        steps.append(step(spec.ADMIT, {"avatar_id": "avatar_id", "conversation_id": "conversation_id"},
                           {"stream": "stream_id"}))
         llm_inputs |= {"text": "text", "stream": "stream_id"}
-    response = RESPONSE + ([("user_text", T.TYPE_STRING, [1])] if voice else [])
     steps += [
-        step("llm", llm_inputs, SENTENCE),
-        step("tts", {"reply_text": "sentence_text", "emotion": "sentence_emotion", "turn": "sentence_turn"},
+        step(spec.LLM, llm_inputs, spec.SENTENCE),
+        step(spec.TTS, {"reply_text": "sentence_text", "emotion": "sentence_emotion", "turn": "sentence_turn"},
              {"audio": "sentence_audio", "sample_rate": "sentence_sample_rate"}),
-        # Triton lets a step downstream of a decoupled model take inputs only from that model's
-        # lineage, so what lipsync needs from the request travels with each sentence, and every
-        # response tensor comes out of the last (decoupled) step.
-        step("lipsync", {**SENTENCE, "audio": "sentence_audio",
-                         "sample_rate": "sentence_sample_rate"},
-             {n: n for n, _, _ in response}),
+        # every response tensor comes out of the last (decoupled) step
+        step(spec.LIPSYNC, {**spec.SENTENCE, "audio": "sentence_audio", "sample_rate": "sentence_sample_rate"},
+             {n: n for n in s.output_names()}),
     ]
     cfg = mc.ModelConfig(
-        name=name, platform="ensemble", max_batch_size=0,
-        input=[*first, tensor("avatar_id", T.TYPE_STRING, [1]),
-               *(tensor(n, dtype, [1], optional=True) for n, dtype in OPTIONAL_INPUTS)],
-        output=[out(n, dtype, dims) for n, dtype, dims in response],
+        name=s.name, platform="ensemble", max_batch_size=0,
+        input=[tensor(t) for t in s.inputs], output=[tensor(t, mc.ModelOutput) for t in s.outputs],
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
-    cfg.model_transaction_policy.decoupled = True
+    cfg.model_transaction_policy.decoupled = s.decoupled
     return cfg
 
 
@@ -166,11 +182,32 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_manifest(root: Path, recipe: Recipe, extra: dict) -> None:
+@dataclass
+class BuildContext:
+    """What a build's steps hand on to later steps and record in the manifest."""
+
+    build_id: str
+    reports: dict[str, dict] = field(default_factory=dict)  # export checks per model, for the manifest
+    compressed: list = field(default_factory=list)  # compress.pipeline.ModelReport of each compressed model
+    compression: dict | None = None  # the gates' verdicts per model (written by the report step)
+    compression_report_markdown: str | None = None
+    capacity: dict | None = None  # the stream limit and how it was found
+    engines: dict = field(default_factory=dict)  # TensorRT plans per model and compute capability
+    based_on: str | None = None  # `talkserve engines`: the build whose repository it extended
+    data: object | None = None  # compress.data.DataSource shared by the compression steps (not recorded)
+
+    def manifest(self) -> dict:
+        fields = {"build_id": self.build_id, "reports": self.reports, "compression": self.compression,
+                  "compression_report_markdown": self.compression_report_markdown, "capacity": self.capacity,
+                  "engines": self.engines or None, "based_on": self.based_on}
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+def write_manifest(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     files = {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
     (root / "talkserve_recipe.yaml").write_text(dump_recipe(recipe))
     manifest = {"recipe": recipe.model_dump(mode="json"), "versions": versions(), "files": files,
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **ctx.manifest()}
     (root / "talkserve_build.json").write_text(json.dumps(manifest, indent=2))
 
 
@@ -191,7 +228,7 @@ def publish(output: Path, staging: Path, build_id: str) -> Path:
     return output / "current"
 
 
-Step = Callable[[Path, Recipe, dict], None]
+Step = Callable[[Path, Recipe, BuildContext], None]
 
 
 def is_published(output: Path) -> bool:
@@ -215,12 +252,12 @@ def build(recipe: Recipe, output: Path, steps: list[tuple[str, Step]],
     build_id = f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     staging = output / "releases" / f"{build_id}.partial"
     staging.mkdir()
-    extra: dict = {"build_id": build_id, "reports": {}}
+    ctx = BuildContext(build_id)
     try:
         for label, step in steps:
             progress(label)
-            step(staging, recipe, extra)
-        write_manifest(staging, recipe, extra)
+            step(staging, recipe, ctx)
+        write_manifest(staging, recipe, ctx)
         return publish(output, staging, build_id)
     finally:
         if staging.exists():

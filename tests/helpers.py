@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 
 def metric(server, name: str, **labels: str) -> float:
@@ -28,6 +30,18 @@ def wait_idle(server, timeout: float) -> float:
             return time.monotonic() - start
         time.sleep(0.05)
     raise AssertionError(f"server still busy {timeout}s later")
+
+
+def edited_copy(current, folder, **changes: dict) -> Path:
+    """A copy of the built repository `current` in `folder` with some models' parameters changed,
+    e.g. `lipsync={"degrade": {"enabled": False}}`, as a build with that recipe would write them."""
+    from talkserve import repository as repo
+
+    root = Path(folder) / "repository"
+    shutil.copytree(Path(current).resolve(), root, symlinks=True)
+    for model, params in changes.items():
+        repo.update_params(root / model, **params)
+    return root
 
 
 def start_serve(repository, ports, *options: str) -> subprocess.Popen:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -107,13 +107,17 @@ class LLMCompression(ModelCompression):
     gates: LLMGates = Field(default_factory=LLMGates, description="Quality gates vs. the teacher")
 
 
-class PiperCompression(Strict):
-    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="INT8 (ONNX only)")
+class PiperCompression(ModelCompression):
+    """The published voice is ONNX only: INT8 (and float groups) yes, pruning and distillation no."""
+
     gates: PiperGates = Field(default_factory=PiperGates, description="Quality gates vs. the original voice")
 
-    @property
-    def active(self) -> bool:
-        return self.quantize.precision == "int8"
+    @model_validator(mode="after")
+    def _no_pruning(self) -> PiperCompression:
+        if self.prune.ratio > 0:
+            raise ValueError("piper: prune.ratio must be 0 (the published voice is an ONNX file with no PyTorch "
+                             "model to prune)")
+        return self
 
 
 class CompressRecipe(Strict):

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from talkserve.audio import read_wav
-from talkserve.models.wav2lip import FACE_SIZE
+from talkserve.spec import FACE_SIZE
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 

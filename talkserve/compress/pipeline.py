@@ -8,7 +8,6 @@ report, and pruning goes no further.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -22,12 +21,12 @@ import onnx
 import onnxruntime as ort
 from torch import nn
 
-from talkserve.compress.config import ModelCompression, PiperCompression
+from talkserve.compress.config import ModelCompression
 from talkserve.compress.distill import distill
 from talkserve.compress.gates import GateFailure, GateResult, check, failed
 from talkserve.compress.prune import count_params
-from talkserve.compress.quantize import quantize
-from talkserve.compress.tasks import PiperTask, Task
+from talkserve.compress.quantize import QuantizeResult, quantize
+from talkserve.compress.tasks import Task
 
 
 @dataclass
@@ -144,16 +143,10 @@ def _gate(name: str, metrics: dict, gates, accept: bool, accepted: list[str]) ->
     return results
 
 
-def compress_model(task: Task, cfg: ModelCompression, out_dir: Path, accept: bool = False,
-                   latency_runs: int = 5, log=print) -> tuple[nn.Module, ModelReport]:
-    """Compress `task.teacher` per `cfg`; writes model.fp32.onnx (+ INT8 forms) under `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    task.distill_cfg = cfg.distill
-    teacher_onnx = out_dir / "teacher.fp32.onnx"
-    task.export(task.teacher, teacher_onnx)
-    before = measure(task, task.teacher, teacher_onnx, latency_runs)
-    before.metrics = evaluate(task, task.onnx_runner(teacher_onnx))
-    student, steps, accepted = copy.deepcopy(task.teacher), [], []
+def _prune(task: Task, student: nn.Module | None, cfg: ModelCompression, accept: bool, accepted: list[str],
+           log) -> tuple[nn.Module | None, list[dict]]:
+    """Prune a step → distill → gate, to the target ratio or the first failing gate."""
+    steps = []
     for ratio, pruned in task.prune(student, cfg.prune):
         student = pruned  # conv nets shrink in place; the LLM comes back as a new, smaller model
         losses = distill(student, lambda s: task.batch(s, cfg.distill.batch_size), task.loss, cfg.distill,
@@ -168,58 +161,55 @@ def compress_model(task: Task, cfg: ModelCompression, out_dir: Path, accept: boo
         if failed(results):
             _gate(task.name, metrics, cfg.gates, accept, accepted)
             break  # accepted: go no further than the first failing step
+    return student, steps
+
+
+def _int8(task: Task, cfg: ModelCompression, fp32: Path, out_dir: Path, runs: int, log) -> tuple[Path, QuantizeResult]:
+    """INT8 forms of the float student; the fastest that passes the gates is served."""
+    held = task.held_out()
+    fp32_outs = [task.onnx_runner(fp32)(x) for x in held]
+
+    def judge(path: Path):
+        """(error added by INT8 vs. the FP32 student — what the sweep ranks by, gates vs. the teacher)."""
+        outs = [task.onnx_runner(path)(x) for x in held]
+        return task.error(outs, fp32_outs), check(task.name, task.metrics(outs, task.references()), cfg.gates)
+
+    q = quantize(fp32, out_dir, task.calibration_feeds(fp32), cfg.quantize, judge,
+                 lambda p: ort_latency(p, task.latency_feed(p), runs))
+    timings = ", ".join(f"{k} {v['latency_s'] * 1e3:.1f} ms" for k, v in q.forms.items())
+    log(f"    {task.name}: INT8 served as {q.cpu_form} ({timings}); float groups {q.float_groups or 'none'}"
+        f"{f', their weights INT8: {q.weight_only_groups}' if q.weight_only_groups else ''}")
+    return q.cpu, q
+
+
+def compress_model(task: Task, cfg: ModelCompression, out_dir: Path, accept: bool = False,
+                   latency_runs: int = 5, log=print) -> tuple[nn.Module | None, ModelReport]:
+    """Compress `task.teacher` per `cfg`; writes model.fp32.onnx (+ INT8 forms) under `out_dir`.
+    Returns the student (None for an ONNX-only teacher) and its report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task.distill_cfg = cfg.distill
+    teacher_onnx = out_dir / "teacher.fp32.onnx"
+    task.export(task.teacher, teacher_onnx)
+    task.references()
+    before = measure(task, task.teacher, teacher_onnx, latency_runs)
+    before.metrics = evaluate(task, task.onnx_runner(teacher_onnx))
+    teacher_onnx.unlink()
+    accepted: list[str] = []
+    student, steps = _prune(task, task.student(), cfg, accept, accepted, log)
     fp32 = out_dir / "model.fp32.onnx"
     task.export(student, fp32)
-    report = _finish(task, cfg, student, fp32, out_dir, accept, accepted, latency_runs, log)
-    report.before, report.prune_steps = before, steps
-    (teacher_onnx).unlink()
-    return student, report
-
-
-def _finish(task, cfg, student, fp32: Path, out_dir: Path, accept: bool, accepted: list[str], runs: int,
-            log) -> ModelReport:
-    gates = cfg.gates
-    if cfg.quantize.precision == "int8":
-        held = task.held_out()
-        fp32_outs = [task.onnx_runner(fp32)(x) for x in held]
-
-        def judge(path: Path):
-            """(error added by INT8 vs. the FP32 student — what the sweep ranks by, gates vs. the teacher)."""
-            outs = [task.onnx_runner(path)(x) for x in held]
-            added = task.error(outs, fp32_outs)
-            return added, check(task.name, task.metrics(outs, task.references()), gates)
-
-        q = quantize(fp32, out_dir, task.calibration_feeds(fp32), cfg.quantize, judge,
-                     lambda p: ort_latency(p, task.latency_feed(p), runs))
-        served, trt, form = q.cpu, q.trt, q.cpu_form
-        extra = {"float_groups": q.float_groups, "weight_only_groups": q.weight_only_groups,
-                 "sensitivity": q.sensitivity, "forms": q.forms}
-        timings = ", ".join(f"{k} {v['latency_s'] * 1e3:.1f} ms" for k, v in q.forms.items())
-        log(f"    {task.name}: INT8 served as {form} ({timings}); float groups {q.float_groups or 'none'}"
-            f"{f', their weights INT8: {q.weight_only_groups}' if q.weight_only_groups else ''}")
-    else:
-        served, trt, form, extra = fp32, None, "fp32", {}
+    served, q = (_int8(task, cfg, fp32, out_dir, latency_runs, log) if cfg.quantize.precision == "int8"
+                 else (fp32, None))
     metrics = evaluate(task, task.onnx_runner(served))
-    results = _gate(task.name, metrics, gates, accept, accepted)
+    results = _gate(task.name, metrics, cfg.gates, accept, accepted)
     for r in results:
         log(f"    {r.describe()}")
-    after = measure(task, student, served, runs)
+    after = measure(task, student, served, latency_runs)
     after.metrics = metrics
-    # `before` (here a placeholder) and the prune steps are filled in by the caller
-    return ModelReport(task.name, after, after, results, served.name, trt.name if trt else None, form,
-                       accepted_failures=accepted, **extra)
-
-
-def compress_piper(task: PiperTask, cfg: PiperCompression, out_dir: Path, accept: bool = False,
-                   latency_runs: int = 5, log=print) -> ModelReport:
-    """ONNX-only: the published voice is the teacher; INT8 where it holds, float where it does not."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    task.references()
-    before = measure(task, None, task.model, latency_runs)
-    before.metrics = evaluate(task, task.onnx_runner(task.model))
-    report = _finish(task, cfg, None, task.model, out_dir, accept, [], latency_runs, log)
-    report.before = before
-    return report
+    quantized = ({"float_groups": q.float_groups, "weight_only_groups": q.weight_only_groups,
+                  "sensitivity": q.sensitivity, "forms": q.forms} if q else {})
+    return student, ModelReport(task.name, before, after, results, served.name, q.trt.name if q and q.trt else None,
+                                q.cpu_form if q else "fp32", steps, accepted_failures=accepted, **quantized)
 
 
 def write_json(path: Path, data) -> None:

@@ -13,8 +13,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from talkserve.models.layout import KVLayout  # noqa: F401  (re-exported: the build uses it from here)
-
 REQUIRED_FILES = ("config.json",)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 

@@ -33,8 +33,8 @@ from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from talkserve.lipsync.frames import crop_face
-from talkserve.models.layout import FACE_SIZE
 from talkserve.models.wav2lip import Wav2Lip, load_wav2lip, wav2lip_state_dict
+from talkserve.spec import FACE_SIZE
 
 FACES = Path(__file__).resolve().parent.parent / "assets" / "faces"
 FPS = 25.0

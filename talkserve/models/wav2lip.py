@@ -16,8 +16,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from talkserve.models.layout import FACE_SIZE, MEL_STEP  # noqa: F401  (re-exported)
-
 
 class Conv2d(nn.Module):
     """Conv + BatchNorm + ReLU, with an optional identity residual (official `Conv2d`)."""

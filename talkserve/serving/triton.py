@@ -7,32 +7,36 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve.admission import Overloaded
 from talkserve.drain import Draining
+from talkserve.spec import Params
 from talkserve.text import RequestError
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+P = TypeVar("P", bound=Params)
 
 
-class ModelArgs:
-    """What `initialize` gets, parsed once: the config (the truth), its parameters, our files."""
+class ModelArgs(Generic[P]):
+    """What `initialize` gets, parsed once: the config (the truth), its parameters (the model's
+    `talkserve.spec` Params class), our files."""
 
-    def __init__(self, args: dict):
+    def __init__(self, args: dict, params: type[P]):
         self.config = json.loads(args["model_config"])
         self.name = args["model_name"]
-        self.params = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items()}
+        self.params: P = params.from_config(self.config)
         self.files = Path(args["model_repository"]) / args["model_version"]
 
-    def apply_cpu_nice(self) -> None:
-        """Lower this stub's CPU priority if the config asks (call before creating thread pools:
-        Linux niceness is per thread, inherited by threads created afterwards)."""
-        nice = int(self.params.get("cpu_nice", "0"))
-        if nice:
-            os.nice(nice)
+
+def apply_cpu_nice(nice: int) -> None:
+    """Lower this stub's CPU priority (call before creating thread pools: Linux niceness is per
+    thread, inherited by threads created afterwards)."""
+    if nice:
+        os.nice(nice)
 
 
 class Metrics:

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from talkserve import repository as repo
+from talkserve import spec
 from talkserve.audio import pad_to_frames
 from talkserve.avatars import AvatarStore
 from talkserve.lipsync import animate, animate_warp
-from talkserve.lipsync.warp import WarpConfig, WarpRig
+from talkserve.lipsync.warp import WarpRig
 from talkserve.models.voice import load_voice
 from talkserve.recipe import SAMPLE_PORTRAIT
 
@@ -30,22 +31,17 @@ HEADROOM = 0.75  # of the machine for speech and lip-sync; the rest for the LLM,
 MOST = 32  # a calibration never admits more than this many streams
 
 
-def _params(root: Path, model: str) -> dict[str, str]:
-    return {k: v.string_value for k, v in repo.read_config(root / model).parameters.items()}
-
-
-def _lipsync(root: Path, params: dict[str, str], avatar):
+def _lipsync(root: Path, params: spec.LipsyncParams, avatar, threads: int):
     """parts(audio, sr) as the served `lipsync` model computes them (no IPC)."""
-    fps, first, part = float(params["fps"]), int(params["first_part_frames"]), int(params["part_frames"])
-    if params.get("kind", "wav2lip") == "warp":
-        rig = WarpRig(avatar.portrait, avatar.landmarks, WarpConfig.model_validate_json(params["warp"]))
+    fps, first, part = params.fps, params.first_part_frames, params.part_frames
+    if params.kind == "warp":
+        rig = WarpRig(avatar.portrait, avatar.landmarks, params.warp)
         return lambda audio, sr: list(animate_warp(audio, sr, rig, fps, first, part))
     import onnxruntime as ort
 
-    gen = _params(root, "wav2lip")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(gen.get("intra_op_threads", "0"))
-    session = ort.InferenceSession(str(root / "wav2lip" / "1" / gen["onnx_file"]), options,
+    options = ort.SessionOptions()  # the exported generator, whichever target serves it
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(root / "wav2lip" / "1" / "model.onnx"), options,
                                    providers=["CPUExecutionProvider"])
 
     def generate(mel: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -56,12 +52,12 @@ def _lipsync(root: Path, params: dict[str, str], avatar):
 
 def calibrate(root: Path) -> dict:
     """Seconds of wall time one second of video costs here (speech + lip-sync), and the streams it allows."""
-    tts, lip = _params(root, "tts"), _params(root, "lipsync")
-    fps = float(lip["fps"])
+    tts, lip = repo.read_params(root / "tts", spec.TTSParams), repo.read_params(root / "lipsync", spec.LipsyncParams)
+    fps = lip.fps
     voice = load_voice(root / "tts" / "1", tts)
     with tempfile.TemporaryDirectory(prefix="talkserve-calibrate-") as tmp:
         avatar = AvatarStore(Path(tmp) / "avatars.db").add(SAMPLE_PORTRAIT, "sample")
-    draw = _lipsync(root, lip, avatar)
+    draw = _lipsync(root, lip, avatar, tts.intra_op_threads)
     draw(pad_to_frames(voice.synthesize("Hello."), voice.sample_rate, fps), voice.sample_rate)  # warm-up
     start = time.perf_counter()
     speech = voice.synthesize(SENTENCE)

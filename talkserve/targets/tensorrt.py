@@ -2,7 +2,7 @@
 
 Written against the documented TensorRT 10/11 Python API. Precision lives in the ONNX, not in
 builder flags: INT8 comes from explicit Q/DQ nodes, FP16 from layers converted before the build
-(`talkserve.targets.gpu.to_fp16`). Implicit INT8 calibration is deprecated in 10.1 and gone in 11;
+(`talkserve.targets.precision.to_fp16`). Implicit INT8 calibration is deprecated in 10.1 and gone in 11;
 `BuilderFlag.FP16`/`INT8` are gone in 11, where every network is strongly typed (the flag we set is
 required on 10.x and accepted, ignored, on 11.x). TensorRT is not on PyPI for these machines; this
 runs inside NVIDIA's NGC containers on the GPU node (see `talkserve build --target gpu`).

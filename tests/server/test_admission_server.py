@@ -3,14 +3,11 @@ RESOURCE_EXHAUSTED naming the limit, the admitted reply is untouched, and the sl
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import pytest
-from helpers import LONG_QUESTION, Collector, metric
+from helpers import LONG_QUESTION, Collector, edited_copy, metric
 
-from talkserve import repository as repo
 from talkserve.client import NO_RETRY, RetryPolicy, TalkClient, TalkError
 
 
@@ -20,11 +17,7 @@ def full_server(built, tmp_path_factory):
     from talkserve.serve import Ports, Server
 
     _, current = built
-    root = tmp_path_factory.mktemp("admission") / "repository"
-    shutil.copytree(Path(current).resolve(), root, symlinks=True)
-    cfg = repo.read_config(root / "admit")
-    cfg.parameters["max_streams"].string_value = "1"
-    repo.write_config(root / "admit", cfg)
+    root = edited_copy(current, tmp_path_factory.mktemp("admission"), admit={"max_streams": 1})
     srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
     yield srv
     assert srv.stop() == 0

@@ -4,16 +4,13 @@ its own reply with its parts in order — the same reply it gets alone."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import metric
+from helpers import edited_copy, metric
 
-from talkserve import repository as repo
 from talkserve.client import TalkClient
 
 QUESTIONS = ["How does this work?", "Tell me a joke.", "Who are you?"]
@@ -25,11 +22,7 @@ def wav2lip_only(built, tmp_path_factory):
     from talkserve.serve import Ports, Server
 
     _, current = built
-    root = tmp_path_factory.mktemp("batching") / "repository"
-    shutil.copytree(Path(current).resolve(), root, symlinks=True)
-    cfg = repo.read_config(root / "lipsync")
-    cfg.parameters["degrade"].string_value = json.dumps({"enabled": False})
-    repo.write_config(root / "lipsync", cfg)
+    root = edited_copy(current, tmp_path_factory.mktemp("batching"), lipsync={"degrade": {"enabled": False}})
     srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
     yield srv
     assert srv.stop() == 0

@@ -3,15 +3,10 @@ the warp mouth — exactly the frames the warp draws for that audio — counted 
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
-from helpers import LONG_QUESTION, metric
+from helpers import LONG_QUESTION, edited_copy, metric
 
-from talkserve import repository as repo
 from talkserve.avatars import AvatarStore
 from talkserve.client import TalkClient
 from talkserve.lipsync.warp import WarpConfig, WarpRig, mouth_shapes
@@ -24,11 +19,8 @@ def eager_to_degrade(built, tmp_path_factory):
     from talkserve.serve import Ports, Server
 
     _, current = built
-    root = tmp_path_factory.mktemp("degrade") / "repository"
-    shutil.copytree(Path(current).resolve(), root, symlinks=True)
-    cfg = repo.read_config(root / "lipsync")
-    cfg.parameters["degrade"].string_value = json.dumps({"enabled": True, "margin_s": 1000.0})
-    repo.write_config(root / "lipsync", cfg)
+    root = edited_copy(current, tmp_path_factory.mktemp("degrade"),
+                       lipsync={"degrade": {"enabled": True, "margin_s": 1000.0}})
     srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
     yield srv
     assert srv.stop() == 0

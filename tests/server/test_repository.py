@@ -6,8 +6,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from talkserve import repository as repo
+from talkserve import spec
 from talkserve.recipe import Recipe, RecipeError, load_recipe
 from talkserve.repository import build
+from talkserve.spec import AdmitParams
 
 RECIPES = Path(__file__).resolve().parents[2] / "build" / "recipes"
 
@@ -28,7 +31,7 @@ def test_relative_paths_are_relative_to_the_recipe(tmp_path):
     assert load.wav2lip.checkpoint == (RECIPES / "../../checkpoints/wav2lip_gan.pth").resolve()
 
 
-def write_marker(root: Path, recipe: Recipe, extra: dict) -> None:
+def write_marker(root: Path, recipe: Recipe, ctx) -> None:
     (root / "m").mkdir()
     (root / "m" / "config.pbtxt").write_text(f'name: "{recipe.name}"\n')
 
@@ -38,8 +41,8 @@ def test_failed_build_leaves_the_previous_repository_untouched(tmp_path):
     first = build(Recipe(name="first"), out, [("write", write_marker)], progress=lambda s: None)
     before = first.resolve()
 
-    def explode(root, recipe, extra):
-        write_marker(root, recipe, extra)
+    def explode(root, recipe, ctx):
+        write_marker(root, recipe, ctx)
         raise RuntimeError("export failed half-way")
 
     with pytest.raises(RuntimeError, match="half-way"):
@@ -95,4 +98,26 @@ def test_starter_repository_configs(built):
     assert "wav2lip/1/model.onnx" in manifest["files"]
     assert max(manifest["reports"]["wav2lip"]["max_abs_diff"].values()) < 1e-4
     assert manifest["capacity"] == {"max_streams": 8, "from": "recipe"}
-    assert configs["admit"].parameters["max_streams"].string_value == "8"
+    assert repo.read_params(current / "admit", AdmitParams).max_streams == 8
+
+
+def test_every_built_model_is_its_spec(built):
+    """config.pbtxt is written from talkserve.spec: the same tensors, and parameters its python model
+    parses with the spec's class (one JSON parameter, no loose strings)."""
+    _recipe, current = built
+    layout = repo.read_params(current / "llm", spec.LLMParams).kv_layout
+    specs = {s.name: s for s in (spec.LLM, spec.TTS, spec.LIPSYNC, spec.ASR, spec.CANCEL, spec.ADMIT, spec.WAV2LIP,
+                                 spec.llm_decoder(layout), *spec.ENSEMBLES)}
+    for name, s in specs.items():
+        cfg = repo.read_config(current / name)
+        assert [(i.name, list(i.dims), i.optional) for i in cfg.input] == \
+            [(t.name, list(t.dims), t.optional) for t in s.inputs], name
+        assert [(o.name, mc.DataType.Name(o.data_type)) for o in cfg.output] == \
+            [(t.name, f"TYPE_{t.dtype}") for t in s.outputs], name
+        assert cfg.model_transaction_policy.decoupled == s.decoupled, name
+        if s.source:
+            assert list(cfg.parameters) == [spec.PARAMS], name
+            assert isinstance(repo.read_params(current / name, s.params), s.params)
+            assert (current / name / "1" / "model.py").read_text() == \
+                (repo.SERVING_MODELS / f"{s.source}.py").read_text()
+

@@ -13,6 +13,7 @@ from talkserve.avatars import AvatarStore
 from talkserve.lipsync.warp import WarpRig
 from talkserve.recipe import SAMPLE_PORTRAIT, Recipe
 from talkserve.speak import speak
+from talkserve.spec import AdmitParams
 
 pytestmark = pytest.mark.server
 
@@ -50,8 +51,7 @@ def test_the_build_calibrates_the_stream_limit_from_what_a_second_of_video_costs
     assert capacity["cost_s_per_s"] == pytest.approx(cost, abs=2e-4) and capacity["video_seconds"] > 1
     assert capacity["lipsync_s_per_s"] < 0.2  # the warp draws hundreds of frames a second
     assert capacity["max_streams"] == max(1, min(MOST, int(HEADROOM / capacity["cost_s_per_s"])))
-    admit = repo.read_config(current / "admit")
-    assert admit.parameters["max_streams"].string_value == str(capacity["max_streams"])
+    assert repo.read_params(current / "admit", AdmitParams).max_streams == capacity["max_streams"]
 
 
 def test_warp_reply_moves_only_the_mouth(warp_server, tmp_path):

@@ -88,8 +88,7 @@ def test_schedule_takes_steps_no_larger_than_asked():
 
 
 def test_conv_pruning_removes_channels_and_still_exports(tmp_path):
-    from talkserve.compress.tasks import vocoder_spec
-    from talkserve.export import export
+    from talkserve.export import export, vocoder_spec
 
     model = load_hifigan(None, TINY_VOCODER)
     before = count_params(model)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from talkserve.export import ExportValidationError, export, export_llm_decoder, wav2lip_spec
-from talkserve.models.llm import KVLayout
+from talkserve.spec import KVLayout
 
 
 @pytest.fixture

@@ -15,21 +15,11 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from talkserve.gpus import Gpu, check_plans, node_problems, nvidia_gpus, plans_in
 from talkserve.recipe import Recipe
-from talkserve.targets.gpu import (
-    Gpu,
-    GPUTargetError,
-    check_plans,
-    engine_models,
-    node_problems,
-    nvidia_gpus,
-    plans_in,
-    require_gpu_build,
-    tensorrt_config,
-    tensorrt_version,
-    to_fp16,
-    tts_engines,
-)
+from talkserve.targets.gpu import require_gpu_build, tensorrt_config, tensorrt_version
+from talkserve.targets.precision import to_fp16
+from talkserve.targets.profiles import GPUTargetError, engine_models, tts_engines
 
 RTX3060, RTX4090 = Gpu("NVIDIA GeForce RTX 3060", "8.6"), Gpu("NVIDIA GeForce RTX 4090", "8.9")
 

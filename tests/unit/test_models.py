@@ -7,9 +7,10 @@ import torch
 
 from talkserve.export import export_llm_decoder
 from talkserve.generate import stream_sentences
-from talkserve.models.llm import KVLayout, check_model_dir, load_llm
+from talkserve.models.llm import check_model_dir, load_llm
 from talkserve.models.wav2lip import Wav2Lip, load_wav2lip, wav2lip_state_dict
 from talkserve.recipe import STARTER_LLM
+from talkserve.spec import KVLayout
 
 
 def test_wav2lip_has_the_published_size_and_shapes():

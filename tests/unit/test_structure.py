@@ -29,3 +29,4 @@ def test_a_contract_that_the_code_breaks_is_reported(tmp_path):
                       "forbidden_modules = talkserve.text\n")
     run = lint_imports("--config", str(config))
     assert run.returncode == 1 and "BROKEN" in run.stdout
+

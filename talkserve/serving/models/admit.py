@@ -12,14 +12,15 @@ import triton_python_backend_utils as pb_utils
 from talkserve.admission import Overloaded, Streams
 from talkserve.drain import refuse_if_draining
 from talkserve.serving.triton import Metrics, ModelArgs, optional_input, run_each
+from talkserve.spec import AdmitParams
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.args = ModelArgs(args)
+        self.args = ModelArgs(args, AdmitParams)
         p = self.args.params
-        self.limit = int(p["max_streams"])
-        self.streams = Streams(lease_seconds=float(p["stream_lease_seconds"]))
+        self.limit = p.max_streams
+        self.streams = Streams(lease_seconds=p.stream_lease_seconds)
         m = self.metrics = Metrics(self.args.name)
         m.gauge("talkserve_streams_capacity", "Replies this server runs at once (serving.max_streams)").set(self.limit)
         self.refused = m.counter("talkserve_streams_refused_total", "Replies refused because the server was full")

@@ -12,17 +12,18 @@ import triton_python_backend_utils as pb_utils
 from talkserve.asr import Transcriber, VoiceActivity, check_audio
 from talkserve.drain import refuse_if_draining
 from talkserve.serving.triton import Metrics, ModelArgs, optional_input, run_each
+from talkserve.spec import AsrParams
 from talkserve.text import RequestError
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.args = ModelArgs(args)
+        self.args = ModelArgs(args, AsrParams)
         p = self.args.params
         self.asr = None
-        if p.get("preload", "True") == "True":
+        if p.preload:
             self._transcriber()
-        self.max_seconds = float(p["max_audio_seconds"])
+        self.max_seconds = p.max_audio_seconds
         m = self.metrics = Metrics(self.args.name)
         self.rtf = m.histogram("talkserve_asr_real_time_factor", "Recognition seconds per second of input audio",
                                [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2])
@@ -35,9 +36,9 @@ class TritonPythonModel:
         first voice request, so a deployment that only takes text never holds them."""
         if self.asr is None:
             p = self.args.params
-            vad = VoiceActivity(float(p["vad_threshold"]), int(p["min_silence_ms"])) if p["vad"] == "True" else None
-            self.asr = Transcriber(self.args.files / "whisper", p["language"] or None, int(p["beam_size"]),
-                                   p["compute_type"], int(p["threads"]), vad)
+            vad = VoiceActivity(p.vad_threshold, p.min_silence_ms) if p.vad else None
+            self.asr = Transcriber(self.args.files / "whisper", p.language, p.beam_size, p.compute_type, p.threads,
+                                   vad)
         return self.asr
 
     def _run(self, request):

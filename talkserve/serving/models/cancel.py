@@ -5,6 +5,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve.serving.triton import Metrics, ModelArgs, run_each, scalar_bytes
+from talkserve.spec import NoParams
 from talkserve.text import decode_text
 from talkserve.turns import Turns
 
@@ -12,7 +13,7 @@ from talkserve.turns import Turns
 class TritonPythonModel:
     def initialize(self, args):
         self.turns = Turns()
-        model = ModelArgs(args)
+        model = ModelArgs(args, NoParams)
         self.metrics = Metrics(model.name)
         # What TalkserveModelNotReady compares Triton's per-model series with: every model of the
         # repository this server serves (Triton has no "models expected" metric of its own).

@@ -29,9 +29,9 @@ from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.emotion import grade_frames, parse_emotion, style
 from talkserve.lipsync import animate, animate_degrading, animate_warp
 from talkserve.lipsync.batching import Batcher, InOrder
-from talkserve.lipsync.warp import WarpConfig, WarpRig
+from talkserve.lipsync.warp import WarpRig
 from talkserve.paths import avatar_db
-from talkserve.playback import DEGRADED_SENTENCES, DegradeConfig, Playback, affordable_frames, would_stall
+from talkserve.playback import DEGRADED_SENTENCES, Playback, affordable_frames, would_stall
 from talkserve.serving.triton import (
     Metrics,
     ModelArgs,
@@ -41,6 +41,7 @@ from talkserve.serving.triton import (
     scalar_bytes,
     stream_each_on_threads,
 )
+from talkserve.spec import LipsyncParams
 from talkserve.text import RequestError
 from talkserve.turns import NO_TURN, Turns
 
@@ -55,23 +56,23 @@ class Stopped(Exception):
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.args = ModelArgs(args)
+        self.args = ModelArgs(args, LipsyncParams)
         p = self.args.params
-        self.store = AvatarStore(avatar_db(p.get("avatar_db")), read_only=True)
+        self.store = AvatarStore(avatar_db(p.avatar_db), read_only=True)
         self.turns = Turns()
-        self.streams = Streams(lease_seconds=float(p.get("stream_lease_seconds", "60")))
-        self.fps = float(p["fps"])
-        self.kind = p.get("kind", "wav2lip")
-        self.warp = WarpConfig.model_validate_json(p["warp"]) if "warp" in p else WarpConfig()
+        self.streams = Streams(lease_seconds=p.stream_lease_seconds)
+        self.fps = p.fps
+        self.kind = p.kind
+        self.warp = p.warp
         self.rigs: dict[str, tuple[object, WarpRig]] = {}  # avatar id → (the Avatar it was built for, rig)
-        self.first_part, self.part = int(p["first_part_frames"]), int(p["part_frames"])
-        self.degrade = DegradeConfig.model_validate_json(p["degrade"]) if "degrade" in p else DegradeConfig()
+        self.first_part, self.part = p.first_part_frames, p.part_frames
+        self.degrade = p.degrade
         self.clocks: OrderedDict[str, Playback] = OrderedDict()  # stream → its playback clock, oldest first
         self.generator_fps: float | None = None  # Wav2Lip frames per second lately (load included)
         self.lock = threading.RLock()  # the clocks and the pace, shared by the sentences' threads
         self.ipc = threading.RLock()  # one call into the server at a time (triton.stream_each_on_threads)
         # the window lets the other sentences paste and send their part, then join this call
-        self.batcher = Batcher(self._generate, max_frames=int(p.get("batch_frames", "50")), window_s=0.05)
+        self.batcher = Batcher(self._generate, max_frames=p.batch_frames, window_s=0.05)
         self.order = InOrder(timeout_s=self.streams.lease_seconds)
         m = self.metrics = Metrics(self.args.name)
         self.degraded = m.counter(DEGRADED_SENTENCES,

@@ -5,7 +5,6 @@ Each sentence carries what the later steps need from the request (Triton lets a 
 decoupled model take inputs only from that model's lineage): avatar, emotion, the request clock,
 the turn token (barge-in) and the user's text (the voice ensemble returns what it heard)."""
 
-import json
 import time
 
 import numpy as np
@@ -15,10 +14,10 @@ from talkserve.admission import NO_STREAM, Streams
 from talkserve.avatars import AvatarStore
 from talkserve.emotion import parse_emotion, style
 from talkserve.generate import prompt_ids, stream_reply
-from talkserve.models.layout import KVLayout
 from talkserve.paths import avatar_db
 from talkserve.prefix_cache import PrefixCache
-from talkserve.serving.triton import Metrics, ModelArgs, bls, optional_input, scalar_bytes, stream_each
+from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, bls, optional_input, scalar_bytes, stream_each
+from talkserve.spec import LLMParams
 from talkserve.text import RequestError, decode_history, decode_text
 from talkserve.tokenizer import ChatTokenizer
 from talkserve.turns import Turns
@@ -30,18 +29,18 @@ class Cancelled(Exception):
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.args = ModelArgs(args)
-        self.args.apply_cpu_nice()
+        self.args = ModelArgs(args, LLMParams)
         p = self.args.params
+        apply_cpu_nice(p.cpu_nice)
         self.tokenizer = ChatTokenizer(self.args.files / "tokenizer")  # no transformers, so no torch, in this stub
-        self.layout = KVLayout(**json.loads(p["kv_layout"]))
-        self.default_tokens = int(p["max_new_tokens"])
-        self.token_limit = int(p["max_new_tokens_limit"])
-        self.max_chars = int(p["max_text_chars"])
-        self.max_history = int(p.get("max_history_turns", "32"))
-        self.max_prompt = int(p.get("max_prompt_tokens", "400"))
-        self.cache = PrefixCache(int(float(p.get("prefix_cache_mib", "64")) * 2**20))
-        self.store = AvatarStore(avatar_db(p.get("avatar_db")), read_only=True)
+        self.layout = p.kv_layout
+        self.default_tokens = p.max_new_tokens
+        self.token_limit = p.max_new_tokens_limit
+        self.max_chars = p.max_text_chars
+        self.max_history = p.max_history_turns
+        self.max_prompt = p.max_prompt_tokens
+        self.cache = PrefixCache(int(p.prefix_cache_mib * 2**20))
+        self.store = AvatarStore(avatar_db(p.avatar_db), read_only=True)
         self.turns = Turns()
         self.streams = Streams()
         self.decoder_outputs = self.layout.output_names()

@@ -8,24 +8,26 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from talkserve import spec
 from talkserve.audio import pad_to_frames
 from talkserve.emotion import parse_emotion, style
 from talkserve.models.voice import load_voice
 from talkserve.serving.triton import Metrics, ModelArgs, bls, run_each, scalar_bytes
+from talkserve.spec import TTSParams
 from talkserve.text import decode_text
 from talkserve.turns import Turns
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.args = ModelArgs(args)
+        self.args = ModelArgs(args, TTSParams)
         p = self.args.params
-        self.fps = float(p["fps"])
-        if "acoustic_model" in p:  # GPU target: TensorRT engines of their own, called by BLS
+        self.fps = p.fps
+        if p.acoustic_model:  # GPU target: TensorRT engines of their own, called by BLS
             from talkserve.models.fastspeech2 import FastSpeech2TTS
 
-            self.tts = FastSpeech2TTS(_bls(p["acoustic_model"], ["mel", "durations"]),
-                                      _bls(p["vocoder_model"], ["audio"]), int(p["sample_rate"]))
+            self.tts = FastSpeech2TTS(_bls(p.acoustic_model, spec.acoustic().output_names()),
+                                      _bls(p.vocoder_model, spec.vocoder().output_names()), p.sample_rate)
         else:
             self.tts = load_voice(self.args.files, p)
         self.turns = Turns()

@@ -1,0 +1,132 @@
+"""The causal LM: top-1 agreement with the teacher and held-out perplexity; width pruning by heads/FFN."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from talkserve.compress import distill as D
+from talkserve.compress.data import DataSource
+from talkserve.compress.prune import importance_for, prune_llm, schedule
+from talkserve.compress.tasks.base import Task, no_grad, session
+from talkserve.export import export_llm_decoder
+from talkserve.spec import KVLayout
+
+
+def onnx_layout(path: Path) -> KVLayout:
+    """The cache layout of an exported decoder (a pruned student has fewer KV heads than its config says)."""
+    s = session(path)
+    past = [i for i in s.get_inputs() if i.name.startswith("past_key_values")]
+    logits = next(o for o in s.get_outputs() if o.name == "logits")
+    return KVLayout(len(past) // 2, int(past[0].shape[1]), int(past[0].shape[3]), int(logits.shape[2]))
+
+
+class LLMTask(Task):
+    name = "llm"
+
+    def __init__(self, teacher: nn.Module, tokenizer, data: DataSource, seed: int = 0, held_out: int = 12):
+        super().__init__(data, seed)
+        from talkserve.generate import prompt_ids
+        from talkserve.models.corpus import pairs
+
+        self.teacher, self.tok = teacher.eval(), tokenizer
+        seqs = []
+        for q, a in dict.fromkeys(pairs()):
+            prompt = prompt_ids(tokenizer, q)
+            reply = [*tokenizer.encode(a, add_special_tokens=False), tokenizer.eos_token_id]
+            seqs.append((np.asarray([prompt + reply], np.int64), len(prompt)))
+        random.Random(seed).shuffle(seqs)
+        self.train, self._held = seqs[:-held_out], seqs[-held_out:]
+        self.base_config = teacher.config
+
+    def held_out(self):
+        return self._held
+
+    def example_inputs(self):
+        return (torch.from_numpy(self._held[0][0]),)
+
+    def torch_runner(self, model):
+        return no_grad(lambda x: model(torch.from_numpy(x[0])).logits.numpy()[0])
+
+    def onnx_runner(self, path):
+        s, layout = session(path), onnx_layout(path)
+        return lambda x: s.run(["logits"], layout.feeds(x[0]))[0][0]
+
+    def metrics(self, outs, refs):
+        agree, nll_s, nll_t = [], [], []
+        for logits, ref, (ids, start) in zip(outs, refs, self._held, strict=True):
+            targets = ids[0, start:]
+            s, t = logits[start - 1:-1], ref[start - 1:-1]
+            agree.append(np.argmax(s, -1) == np.argmax(t, -1))
+            nll_s.append(nll(s, targets))
+            nll_t.append(nll(t, targets))
+        ppl_s, ppl_t = float(np.exp(np.concatenate(nll_s).mean())), float(np.exp(np.concatenate(nll_t).mean()))
+        return {"top1_agreement": float(np.concatenate(agree).mean()), "perplexity": ppl_s,
+                "teacher_perplexity": ppl_t, "perplexity_increase": (ppl_s - ppl_t) / ppl_t,
+                "error": 1 - float(np.concatenate(agree).mean())}
+
+    def prune(self, student, cfg):
+        if cfg.ignored_layers:
+            raise ValueError("llm: ignored_layers is not supported (a Hugging Face config keeps layers uniform)")
+        importance = importance_for(cfg)
+        for ratio in schedule(cfg.ratio, cfg.step):
+            # comes back as a new, smaller model (conv nets shrink in place)
+            student = prune_llm(student, ratio, original=self.base_config, final_ratio=cfg.ratio,
+                                importance=importance)
+            yield ratio, student
+
+    def batch(self, step, size):
+        chosen = [self.rng.choice(self.train) for _ in range(size)]
+        width = max(ids.shape[1] for ids, _ in chosen)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        ids = torch.full((size, width), pad, dtype=torch.long)
+        labels = torch.full((size, width), -100, dtype=torch.long)
+        mask = torch.zeros((size, width), dtype=torch.long)
+        for i, (seq, start) in enumerate(chosen):
+            n = seq.shape[1]
+            ids[i, :n], mask[i, :n] = torch.from_numpy(seq[0]), 1
+            labels[i, start:n] = torch.from_numpy(seq[0, start:])
+        with torch.no_grad():
+            teacher = self.teacher(ids, attention_mask=mask).logits
+        return ids, mask, labels, teacher
+
+    def loss(self, student, batch):
+        ids, mask, labels, teacher = batch
+        logits = student(ids, attention_mask=mask).logits[:, :-1]
+        cfg = self.distill_cfg
+        return D.kd_logits(logits, teacher[:, :-1], labels[:, 1:], cfg.temperature, cfg.alpha)
+
+    def export(self, model, path):
+        export_llm_decoder(model, path)
+
+    def calibration_feeds(self, fp32):
+        """Real decoding steps (prefill, then one token at a time with its KV cache) from the FP32 decoder."""
+        layout = onnx_layout(fp32)
+        s, feeds = session(fp32), []
+        for ids, start in self.train[:6]:
+            past, new, total = None, ids[:, :start], 0
+            for _ in range(6):
+                feed = layout.feeds(new, past, total)
+                feeds.append(feed)
+                out = dict(zip([o.name for o in s.get_outputs()], s.run(None, feed), strict=True))
+                total += new.shape[1]
+                new = np.asarray([[int(np.argmax(out["logits"][0, -1]))]], np.int64)
+                past = {p: out[q] for p, q in zip(layout.past_names(), layout.present_names(), strict=True)}
+        return feeds
+
+    def latency_feed(self, path):
+        layout, past = onnx_layout(path), 48
+        rng = np.random.default_rng(0)
+        cache = {n: rng.standard_normal((1, layout.num_kv_heads, past, layout.head_dim)).astype(np.float32)
+                 for n in layout.past_names()}
+        return layout.feeds(np.asarray([[5]], np.int64), cache, past)
+
+
+def nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return -logp[np.arange(len(targets)), targets]
