@@ -4,7 +4,7 @@ Both sides are measured in this one run on this machine; prints size and latency
 The Wav2Lip teacher is our trained starter (`talkserve train-lipsync`); the HiFi-GAN teacher is
 random-init at the published size (no HiFi-GAN weights ship with us), first fitted to the Piper
 voice's real speech for `--teacher-fit-steps`
-(see talkserve/models/train_vocoder.py: with the official init alone it emits a constant, and
+(see talkserve/training/vocoder.py: with the official init alone it emits a constant, and
 STOI/PESQ against a constant measure nothing). Each student is compared with exactly its teacher.
 
     python bench/compression.py --preset pruned30-int8
@@ -24,8 +24,8 @@ from talkserve.compress.presets import preset
 from talkserve.compress.report import write_report
 from talkserve.compress.tasks import VocoderTask, Wav2LipTask
 from talkserve.models.hifigan import V1, load_hifigan
-from talkserve.models.train_vocoder import FitConfig, fit_to_speech
 from talkserve.models.wav2lip import load_wav2lip
+from talkserve.training.vocoder import FitConfig, fit_to_speech
 
 
 def main() -> None:

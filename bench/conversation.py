@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talkserve.generate import generate_tokens, ort_decoder, prompt_ids
+from talkserve.export import ort_decoder
+from talkserve.generate import generate_tokens, prompt_ids
 from talkserve.prefix_cache import PrefixCache
 
 QUESTIONS = ["Who are you?", "Tell me more.", "What is pruning?", "Why?", "What is quantization?", "Tell me more.",

@@ -35,6 +35,20 @@ from talkserve import spec
 from talkserve.text import DRAINING_MESSAGE as DRAINING
 from talkserve.text import OVERLOADED_MESSAGE as OVERLOADED
 
+__all__ = [
+    "MODEL",
+    "OUTPUTS",
+    "VOICE_MODEL",
+    "VOICE_OUTPUTS",
+    "Chunk",
+    "RetryPolicy",
+    "TalkClient",
+    "TalkError",
+    "request_inputs",
+    "stream_error_status",
+    "voice_inputs",
+]
+
 MODEL = spec.TALKING_HEAD.name
 VOICE_MODEL = spec.TALKING_HEAD_VOICE.name
 # Ask Triton to end a failed stream with a real gRPC status. Off by default: tritonserver 2.51 (the

@@ -24,6 +24,9 @@ from talkserve import spec
 from talkserve.models.llm import DecoderStep
 from talkserve.spec import KVLayout
 
+__all__ = ["ExportReport", "ExportSpec", "ExportValidationError", "acoustic_spec", "export", "export_llm_decoder",
+           "export_wav2lip", "llm_decoder_spec", "ort_decoder", "validate", "vocoder_spec", "wav2lip_spec"]
+
 OPSET = 17
 
 
@@ -174,3 +177,18 @@ def export_llm_decoder(model: nn.Module, out: str | Path) -> ExportReport:
 
 def export_wav2lip(model: nn.Module, out: str | Path) -> ExportReport:
     return export(model.eval(), wav2lip_spec(), out)
+
+
+def ort_decoder(model_dir) -> tuple[Callable[[dict], dict], KVLayout, object]:
+    """(step, layout, tokenizer) of the Hugging Face LLM at `model_dir`, exported as the served
+    `llm_decoder` and run by ONNX Runtime in this process (tests and benchmarks)."""
+    from talkserve.models.llm import load_llm
+
+    model, tokenizer = load_llm(Path(model_dir))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "decoder.onnx"
+        export_llm_decoder(model, path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    layout = KVLayout.from_config(model.config)
+    names = layout.output_names()
+    return (lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))), layout, tokenizer

@@ -112,23 +112,3 @@ def stream_reply(step: Step, layout: KVLayout, tokenizer, ids: list[int], max_ne
         yield Sentence(sentence, index)
         index += 1
 
-
-def ort_decoder(model_dir) -> tuple[Step, KVLayout, object]:
-    """(step, layout, tokenizer) of the Hugging Face LLM at `model_dir`, exported as the served
-    `llm_decoder` and run by ONNX Runtime in this process (tests and benchmarks)."""
-    import tempfile
-    from pathlib import Path
-
-    import onnxruntime as ort
-
-    from talkserve.export import export_llm_decoder
-    from talkserve.models.llm import load_llm
-
-    model, tokenizer = load_llm(Path(model_dir))
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "decoder.onnx"
-        export_llm_decoder(model, path)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    layout = KVLayout.from_config(model.config)
-    names = layout.output_names()
-    return (lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))), layout, tokenizer

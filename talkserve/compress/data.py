@@ -89,9 +89,9 @@ class DataSource:
         if files:
             return split([read_wav(f) for f in files], self.held_out)
         from talkserve.models.piper_tts import PiperTTS
-        from talkserve.recipe import TTSRecipe
+        from talkserve.paths import default_voice
 
-        tts = PiperTTS(*TTSRecipe().resolved_paths(), noise_scale=0.0, noise_w_scale=0.0)
+        tts = PiperTTS(*default_voice(), noise_scale=0.0, noise_w_scale=0.0)
         every = [*self.texts.train, *self.texts.held_out]
         return split([(tts.synthesize(t), tts.sample_rate) for t in every], self.held_out)
 
@@ -99,7 +99,7 @@ class DataSource:
     def faces(self) -> Split:
         """96×96 RGB face crops."""
         from talkserve.avatars import decode_image
-        from talkserve.recipe import SAMPLE_PORTRAIT
+        from talkserve.paths import SAMPLE_PORTRAIT
 
         files = self._files("faces", ("*.png", "*.jpg", "*.jpeg"))
         crops = [_face_crop(decode_image(f.read_bytes(), str(f)), str(f)) for f in files]

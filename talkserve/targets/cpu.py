@@ -116,7 +116,7 @@ def _fastspeech2_files(root: Path, recipe: Recipe, ctx: BuildContext) -> dict:
     h = CONFIGS[t.vocoder_config]
     vocoder = load_hifigan(t.vocoder, h, t.vocoder_seed)
     if t.vocoder is None and t.vocoder_fit_steps:
-        from talkserve.models.train_vocoder import FitConfig, fit_to_speech
+        from talkserve.training.vocoder import FitConfig, fit_to_speech
 
         fit_to_speech(vocoder, _data(recipe, ctx).speech.train, FitConfig(steps=t.vocoder_fit_steps))
     if c.acoustic.active:

@@ -170,7 +170,7 @@ def test_pruned_int8_vocoder_has_qdq_and_holds_its_gate(data, tmp_path):
 
 @pytest.mark.slow
 def test_fitting_the_vocoder_teacher_turns_a_constant_into_speech_band_audio(data):
-    from talkserve.models.train_vocoder import FitConfig, fit_to_speech
+    from talkserve.training.vocoder import FitConfig, fit_to_speech
 
     teacher = load_hifigan(None, TINY_VOCODER)
     mel = torch.from_numpy(VocoderTask(teacher, data).held_out()[0])

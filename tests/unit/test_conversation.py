@@ -9,7 +9,8 @@ import pytest
 
 from talkserve.client import Chunk
 from talkserve.conversation import Conversation
-from talkserve.generate import generate_tokens, ort_decoder, prompt_ids, stream_sentences
+from talkserve.export import ort_decoder
+from talkserve.generate import generate_tokens, prompt_ids, stream_sentences
 from talkserve.prefix_cache import PrefixCache
 from talkserve.text import RequestError, decode_history
 

@@ -124,7 +124,7 @@ def test_starter_training_is_reproducible(tmp_path):
     """Same script, same seed → byte-identical weights and tokenizer (short schedule for CI)."""
     import hashlib
 
-    from talkserve.models.train_llm import TrainConfig, train
+    from talkserve.training.llm import TrainConfig, train
 
     def digest(path):
         return {f.name: hashlib.sha256(f.read_bytes()).hexdigest()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from talkserve.models.train_lipsync import LipsyncTrainConfig, TeacherData, read_video, train
 from talkserve.models.wav2lip import load_wav2lip
+from talkserve.training.lipsync import LipsyncTrainConfig, TeacherData, read_video, train
 
 pytestmark = pytest.mark.slow
 
