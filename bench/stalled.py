@@ -1,9 +1,12 @@
 """Benchmark: what a client that stops reading costs the server, and what is left after it leaves.
 
-N clients each start a reply and stop reading after its first response (their gRPC reader blocks,
-so HTTP/2 flow control stops the server's writes); the server tree's resident memory is sampled
-while they hold their streams, then after they cancel and disconnect. One reading client runs beside
-them to show the others' cost to it.
+N clients each start a reply and stop reading after its first response; the server tree's resident
+memory is sampled while they hold their streams, then after they cancel and disconnect. One reading
+client runs beside them to show the others' cost to it. Side by side, in one run on one server:
+`plain` readers (tritonclient only: their gRPC reader blocks, so HTTP/2 flow control stops the
+server's writes and what lipsync sent waits in the frontend) and `receipts` readers (TalkClient,
+which acknowledges each part it takes: the server computes at most `serving.unread_parts` ahead of
+it and gives it up after `serving.unread_timeout_s`).
 
     python bench/stalled.py --readers 3 --seconds 20
 """
@@ -20,6 +23,20 @@ import tritonclient.grpc as grpcclient
 from pipeline import build, process_tree_rss_mb, serving
 
 QUESTION = "Tell me about pruning and quantization and distillation, please."
+
+
+def stalled_talker(url: str):
+    """A TalkClient (read receipts on) that takes the first chunk and then nothing; a release()."""
+    from talkserve.client import TalkClient
+
+    client = TalkClient(url)
+    chunks = client.stream(QUESTION, "sample", max_new_tokens=200)
+    next(chunks)
+
+    def release():
+        chunks.close()  # the abandoned stream is cancelled
+        client.close()
+    return release
 
 
 def stalled_reader(url: str):
@@ -40,6 +57,51 @@ def stalled_reader(url: str):
     return client, release, seen
 
 
+def plain_reader(url: str):
+    client, event, _ = stalled_reader(url)
+
+    def release():
+        event.set()
+        client.stop_stream(cancel_requests=True)
+        client.close()
+    return release
+
+
+def warm_up(url: str, streams: int) -> None:
+    """`streams` readers that read, side by side, each the reply the stalled ones will ask for."""
+    from talkserve.client import TalkClient
+
+    def read():
+        with TalkClient(url) as client:
+            list(client.stream(QUESTION, "sample", max_new_tokens=200))
+
+    threads = [threading.Thread(target=read) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def measure(server, url: str, readers: int, seconds: float, start_reader) -> dict:
+    """Peak and after-leaving resident memory of the server tree with `readers` stalled readers."""
+    from talkserve.client import TalkClient
+
+    rss = lambda: process_tree_rss_mb(server.proc.pid)  # noqa: E731
+    idle = rss()
+    releases = [start_reader(url) for _ in range(readers)]
+    start, peak = time.monotonic(), idle
+    while time.monotonic() - start < seconds:  # the stalled readers alone
+        time.sleep(0.5)
+        peak = max(peak, rss())
+    with TalkClient(url) as client:  # then one that reads, beside them
+        reply = list(client.stream("Hello!", "sample"))
+    for release in releases:
+        release()
+    time.sleep(10)
+    return {"idle": idle, "peak": peak, "after": rss(), "per_reader": (peak - idle) / readers,
+            "first": reply[0].seconds}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--readers", type=int, default=3)
@@ -47,7 +109,6 @@ def main() -> None:
     ap.add_argument("--preset", default="fp32")
     args = ap.parse_args()
     from talkserve.avatars import AvatarStore
-    from talkserve.client import TalkClient
     from talkserve.recipe import SAMPLE_PORTRAIT
 
     with tempfile.TemporaryDirectory(prefix="talkserve-stalled-") as tmp:
@@ -55,28 +116,19 @@ def main() -> None:
         db = root / "avatars.db"
         AvatarStore(db).add(SAMPLE_PORTRAIT, "sample")
         current = build(args.preset, root, db)
-        with serving(current, root / "triton.log", max_streams=args.readers + 1) as (server, _):
-            url = f"127.0.0.1:{server.ports.grpc}"
-            rss = lambda: process_tree_rss_mb(server.proc.pid)  # noqa: E731
-            idle = rss()
-            readers = [stalled_reader(url) for _ in range(args.readers)]
-            start, peak = time.monotonic(), idle
-            with TalkClient(url) as client:
-                chunks = list(client.stream("Hello!", "sample"))
-            print(f"a reading client beside them: first chunk {chunks[0].seconds:.2f}s", flush=True)
-            while time.monotonic() - start < args.seconds:
-                time.sleep(1)
-                peak = max(peak, rss())
-            for client, release, _ in readers:
-                release.set()
-                client.stop_stream(cancel_requests=True)
-                client.close()
-            left = time.monotonic()
-            time.sleep(10)
-            after = rss()
-            print(f"server tree: idle {idle:.0f} MB, peak {peak:.0f} MB with {args.readers} stalled readers "
-                  f"(+{(peak - idle) / args.readers:.0f} MB per reader), {after:.0f} MB 10 s after they left "
-                  f"(+{after - idle:.0f} MB kept); leave → sample {time.monotonic() - left:.0f} s")
+        results = {}
+        for mode, start_reader in (("receipts", stalled_talker), ("plain", plain_reader)):
+            # a fresh server per mode, warmed up alike: memory a process once grew is not returned
+            with serving(current, root / f"triton-{mode}.log", max_streams=args.readers + 1) as (server, _):
+                url = f"127.0.0.1:{server.ports.grpc}"
+                warm_up(url, args.readers)  # concurrent replies grow the server's buffers once: not a reader's cost
+                r = results[mode] = measure(server, url, args.readers, args.seconds, start_reader)
+            print(f"{mode:>8}: server tree idle {r['idle']:.0f} MB, peak {r['peak']:.0f} MB with {args.readers} "
+                  f"stalled readers (+{r['per_reader']:.0f} MB per reader), {r['after']:.0f} MB 10 s after they "
+                  f"left (+{r['after'] - r['idle']:.0f} MB kept); a reading client beside them: first chunk "
+                  f"{r['first']:.2f} s", flush=True)
+        plain, rec = results["plain"], results["receipts"]
+        print(f"per stalled reader: receipts {rec['per_reader']:.0f} MB vs plain {plain['per_reader']:.0f} MB")
 
 
 if __name__ == "__main__":

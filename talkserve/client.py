@@ -17,12 +17,12 @@ connection, so a client behind a per-connection balancer lands on another replic
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import random
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +32,7 @@ from prometheus_client import Counter, Histogram
 from tritonclient.utils import InferenceServerException
 
 from talkserve import spec
+from talkserve.inputs import History, _array_input, _bytes_input, request_inputs, voice_inputs
 from talkserve.text import DRAINING_MESSAGE as DRAINING
 from talkserve.text import OVERLOADED_MESSAGE as OVERLOADED
 
@@ -147,58 +148,17 @@ def _error(e: InferenceServerException) -> TalkError:
     return TalkError(stream_error_status(e), e.message() or str(e))
 
 
-def _bytes_input(name: str, value: str | bytes) -> grpcclient.InferInput:
-    data = value.encode("utf-8") if isinstance(value, str) else value
-    tensor = grpcclient.InferInput(name, [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([data], dtype=np.object_))
-    return tensor
-
-
-def _array_input(name: str, value: np.ndarray, datatype: str) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, list(value.shape), datatype)
-    tensor.set_data_from_numpy(value)
-    return tensor
-
-
-History = list[dict[str, str]]  # earlier turns: [{"role": "user"|"assistant", "content": ...}, ...]
-
-
-def optional_inputs(max_new_tokens: int | None = None, emotion: str | None = None,
-                    conversation_id: str | None = None, history: History | str | None = None
-                    ) -> list[grpcclient.InferInput]:
-    inputs = []
-    if max_new_tokens is not None:
-        inputs.append(_array_input("max_new_tokens", np.array([max_new_tokens], np.int32), "INT32"))
-    if history is not None and not isinstance(history, str | bytes):
-        history = json.dumps(history, ensure_ascii=False)
-    for name, value in [("emotion", emotion), ("conversation_id", conversation_id), ("history", history)]:
-        if value is not None:
-            inputs.append(_bytes_input(name, value))
-    return inputs
-
-
-def request_inputs(text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
-                   emotion: str | None = None, conversation_id: str | None = None, history: History | None = None):
-    return [_bytes_input("text", text), _bytes_input("avatar_id", avatar_id),
-            *optional_inputs(max_new_tokens, emotion, conversation_id, history)]
-
-
-def voice_inputs(audio: np.ndarray, sample_rate: int, avatar_id: str | bytes, max_new_tokens: int | None = None,
-                 emotion: str | None = None, conversation_id: str | None = None, history: History | None = None):
-    """Mono float32 PCM in [-1, 1] at `sample_rate` (the server resamples to 16 kHz)."""
-    return [_array_input("user_audio", np.ascontiguousarray(audio, np.float32).reshape(-1), "FP32"),
-            _array_input("user_sample_rate", np.array([sample_rate], np.int32), "INT32"),
-            _bytes_input("avatar_id", avatar_id), *optional_inputs(max_new_tokens, emotion, conversation_id, history)]
-
-
 class TalkClient:
     def __init__(self, url: str = "127.0.0.1:8001", model: str = MODEL, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
                  certificate_chain: str | None = None, grpc_error_codes: bool = False,
-                 retry: RetryPolicy = RetryPolicy(), admin_key: str | None = None):
+                 retry: RetryPolicy = RetryPolicy(), admin_key: str | None = None, receipts: bool = True):
         """`ssl` + `root_certificates` for TLS; add `private_key` + `certificate_chain` for mTLS.
-        `admin_key` (default $TALKSERVE_ADMIN_KEY) opens the statistics a deployment restricts."""
+        `admin_key` (default $TALKSERVE_ADMIN_KEY) opens the statistics a deployment restricts.
+        `receipts`: acknowledge each chunk as it is taken from the stream, so the server computes at
+        most `serving.unread_parts` parts ahead of this reader (and gives it up if it stops reading)."""
         self.model, self.retry, self.attempts, self.connections = model, retry, 0, 0
+        self.receipts = receipts
         self.headers = dict(GRPC_ERROR_HEADERS) if grpc_error_codes else {}
         admin_key = admin_key or os.environ.get("TALKSERVE_ADMIN_KEY")
         # Triton reads a restricted gRPC protocol's key from "triton-grpc-protocol-<header>"
@@ -264,11 +224,26 @@ class TalkClient:
         except InferenceServerException as e:
             raise _error(e) from None
 
+    def _acknowledge(self, flow: str, parts: int, conversation_id: str | None) -> None:
+        """Tell the server this reader has taken `parts` parts (asynchronous: no round trip per chunk;
+        a lost receipt only delays the next part until a later one arrives)."""
+        receipt = [_bytes_input("receipts", flow), _array_input("parts", np.array([parts], np.int64), "INT64")]
+        with contextlib.suppress(InferenceServerException):
+            self.client.async_infer("ack", receipt, callback=lambda result, error: None,
+                                    headers=self._headers(conversation_id))
+
     def _stream(self, model: str, inputs, outputs, timeout: float,
                 conversation_id: str | None = None) -> Iterator[Chunk]:
         results: queue.Queue = queue.Queue()
+        flow = uuid.uuid4().hex if self.receipts else None  # one per attempt: a retry starts a new reply
+        if flow:
+            inputs = [*inputs, _bytes_input("receipts", flow)]
+        taken = 0
+        # the router keeps a conversation on one replica; without one, the flow keeps the stream
+        # and its receipts together
+        route = conversation_id or flow
         self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)),
-                                 headers=self._headers(conversation_id))
+                                 headers=self._headers(route))
         cancelled = True  # unless the stream ends normally: an abandoned generator cancels its request
         status, first = "CANCELLED", True
         try:
@@ -304,6 +279,9 @@ class TalkClient:
                         FIRST_CHUNK.labels(model).observe(at - start)
                         first = False
                     CHUNKS.labels(model).inc()
+                    if flow:
+                        taken += 1
+                        self._acknowledge(flow, taken, route)
                     yield Chunk(
                         index=int(result.as_numpy("chunk_index")[0]),
                         part=int(result.as_numpy("part_index")[0]),

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talkserve.client import Chunk, History, TalkClient
+from talkserve.client import Chunk, TalkClient
+from talkserve.inputs import History
 
 
 class Conversation:

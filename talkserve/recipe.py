@@ -133,6 +133,12 @@ class ServingRecipe(Strict):
     stream_lease_seconds: float = Field(
         60.0, gt=0, description="A reply whose stages have made no progress this long (a stage died) stops holding "
                                 "its slot")
+    unread_parts: int = Field(
+        2, ge=1, description="A client that sends read receipts (TalkClient does) has at most this many parts sent "
+                             "and unread before the next is computed: what a reader that stops reading costs "
+                             "(a 25-frame part at 512² is ~20 MB)")
+    unread_timeout_s: float = Field(
+        10.0, gt=0, description="A reader that acknowledges nothing this long (it left or hung) is given up")
 
     def resolved_avatar_db(self) -> Path:
         return avatar_db(self.avatar_db).absolute()

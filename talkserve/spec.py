@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from talkserve.lipsync.config import WarpConfig
 from talkserve.playback import DegradeConfig
 
-__all__ = ["ADMIT", "ASR", "CANCEL", "ENSEMBLES", "FACE_SIZE", "LIPSYNC", "LLM", "MEL_BINS", "MEL_STEP",
+__all__ = ["ACK", "ADMIT", "ASR", "CANCEL", "ENSEMBLES", "FACE_SIZE", "LIPSYNC", "LLM", "MEL_BINS", "MEL_STEP",
            "OPTIONAL_INPUTS", "PARAMS", "PARAMS_OF", "REQUEST_FIELDS", "RESPONSE", "SENTENCE", "TALKING_HEAD",
            "TALKING_HEAD_VOICE", "TTS", "WAV2LIP", "AdmitParams", "AsrParams", "KVLayout", "LLMParams",
            "LipsyncParams", "ModelSpec", "NoParams", "OnnxParams", "Params", "TTSParams", "Tensor", "acoustic",
@@ -161,6 +161,10 @@ class LipsyncParams(Params):
     part_frames: int = Field(description="Frames of the later parts")
     batch_frames: int = Field(description="Most frames of one generator call (parts of several streams)")
     stream_lease_seconds: float = Field(description="A stream not heard from this long is given up")
+    unread_parts: int = Field(2, ge=1, description="Receipts: parts of a flow sent and not yet acknowledged before "
+                                                   "the next is computed")
+    unread_timeout_s: float = Field(10.0, gt=0, description="Receipts: a flow acknowledging nothing this long is "
+                                                            "given up (its reader left or hung)")
 
 
 class AsrParams(Params):
@@ -232,7 +236,10 @@ def vocoder(num_mels: int = MEL_BINS) -> ModelSpec:
 
 # Optional request fields of both ensembles, all consumed by llm.
 OPTIONAL_INPUTS = (Tensor("max_new_tokens", "INT32", optional=True), Tensor("emotion", "STRING", optional=True),
-                   Tensor("conversation_id", "STRING", optional=True), Tensor("history", "STRING", optional=True))
+                   Tensor("conversation_id", "STRING", optional=True), Tensor("history", "STRING", optional=True),
+                   # a flow name: the client acknowledges the parts it takes (`ack`), so the server
+                   # computes ahead of its reader by at most `unread_parts` (talkserve.receipts)
+                   Tensor("receipts", "STRING", optional=True))
 # One streamed response of talking_head.
 RESPONSE = (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("part_index", "INT32"),
             Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32"), Tensor("video", "UINT8", (-1, -1, -1, 3)))
@@ -241,14 +248,14 @@ USER_TEXT = Tensor("user_text", "STRING")  # talking_head_voice: what the server
 # later steps need from the request (a step downstream of a decoupled one sees only its lineage).
 SENTENCE = {"reply_text": "sentence_text", "chunk_index": "sentence_index", "avatar_id": "sentence_avatar_id",
             "started_at": "request_started_at", "emotion": "sentence_emotion", "turn": "sentence_turn",
-            "user_text": "sentence_user_text", "stream": "sentence_stream"}
+            "user_text": "sentence_user_text", "stream": "sentence_stream", "receipts": "sentence_receipts"}
 
 LLM = ModelSpec(
     "llm",
     (Tensor("text", "STRING"), Tensor("avatar_id", "STRING"), *OPTIONAL_INPUTS,
      Tensor("started_at", "FP64", optional=True), Tensor("stream", "STRING", optional=True)),
     (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("avatar_id", "STRING"),
-     Tensor("started_at", "FP64"), *_strings("emotion", "turn", "user_text", "stream")),
+     Tensor("started_at", "FP64"), *_strings("emotion", "turn", "user_text", "stream", "receipts")),
     LLMParams, "llm", decoupled=True)
 # tts and lipsync see a reply's sentences one request each; one instance takes them in arrival order.
 TTS = ModelSpec("tts", _strings("reply_text", "emotion", "turn"),
@@ -257,17 +264,20 @@ LIPSYNC = ModelSpec(
     "lipsync",
     (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("audio", "FP32", (-1,)),
      Tensor("sample_rate", "INT32"), Tensor("avatar_id", "STRING"), Tensor("started_at", "FP64"),
-     *_strings("emotion", "turn", "user_text", "stream")),
+     *_strings("emotion", "turn", "user_text", "stream", "receipts")),
     (*RESPONSE, USER_TEXT), LipsyncParams, "lipsync", decoupled=True, instances=1)
 ASR = ModelSpec("asr", (Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32")),
                 (Tensor("text", "STRING"), Tensor("started_at", "FP64")), AsrParams, "asr", instances=1)
 CANCEL = ModelSpec("cancel", _strings("conversation_id"), (Tensor("cancelled", "BOOL"),), NoParams, "cancel",
                    instances=1)
+ACK = ModelSpec("ack", (Tensor("receipts", "STRING"), Tensor("parts", "INT64")), (Tensor("acknowledged", "BOOL"),),
+                NoParams, "ack", instances=1)
 ADMIT = ModelSpec("admit", (Tensor("avatar_id", "STRING"), Tensor("conversation_id", "STRING", optional=True)),
                   (Tensor("stream", "STRING"),), AdmitParams, "admit", instances=2)  # a refusal waits for no one
 
 # The Params class of each python model, by name (llm_decoder's spec depends on the model's layout).
-PARAMS_OF = {s.name: s.params for s in (LLM, TTS, LIPSYNC, ASR, CANCEL, ADMIT, WAV2LIP)} | {"llm_decoder": OnnxParams}
+PYTHON_MODELS = (LLM, TTS, LIPSYNC, ASR, CANCEL, ACK, ADMIT, WAV2LIP)  # and llm_decoder
+PARAMS_OF = {s.name: s.params for s in PYTHON_MODELS} | {"llm_decoder": OnnxParams}
 
 # The ensembles: what a client sends and receives. An ensemble's tensors share one namespace, so the
 # utterance cannot be called `audio` like the reply's audio in each response.

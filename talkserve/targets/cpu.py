@@ -162,7 +162,8 @@ def lipsync_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     repo.write_python_model(root, spec.LIPSYNC, spec.LipsyncParams(
         kind=kind, fps=recipe.video.fps, avatar_db=recipe.serving.configured_avatar_db(), warp=recipe.lipsync.warp,
         degrade=recipe.lipsync.degrade, first_part_frames=w.first_part_frames, part_frames=w.part_frames,
-        batch_frames=w.batch_frames, stream_lease_seconds=recipe.serving.stream_lease_seconds))
+        batch_frames=w.batch_frames, stream_lease_seconds=recipe.serving.stream_lease_seconds,
+        unread_parts=recipe.serving.unread_parts, unread_timeout_s=recipe.serving.unread_timeout_s))
 
 
 def asr_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
@@ -178,6 +179,7 @@ def asr_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
         max_audio_seconds=a.max_audio_seconds, vad=a.vad, vad_threshold=a.vad_threshold,
         min_silence_ms=a.min_silence_ms, preload=a.preload))
     repo.write_python_model(root, spec.CANCEL, spec.NoParams())
+    repo.write_python_model(root, spec.ACK, spec.NoParams())
 
 
 def onnx_runtime_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
@@ -229,7 +231,7 @@ STEPS = [
     ("export LLM decoder (ONNX, KV cache)", llm_step),
     ("package TTS (Piper voice or FastSpeech2 + HiFi-GAN)", tts_step),
     ("lip-sync: Wav2Lip (ONNX) or the procedural warp", lipsync_step),
-    ("package ASR (Whisper + silero-vad) and barge-in", asr_step),
+    ("package ASR (Whisper + silero-vad), barge-in and read receipts", asr_step),
     (ONNX_RUNTIME, onnx_runtime_step),
     ("admission: stream limit (recipe, or calibrated on this machine)", capacity_step),
     ("write talking_head and talking_head_voice ensembles", ensemble_step),

@@ -74,13 +74,13 @@ def test_starter_repository_configs(built):
     configs = {}
     for path in current.glob("*/config.pbtxt"):
         configs[path.parent.name] = text_format.Parse(path.read_text(), mc.ModelConfig())
-    assert set(configs) == {"talking_head", "talking_head_voice", "admit", "asr", "cancel", "llm", "llm_decoder",
-                            "tts", "lipsync", "wav2lip"}
+    assert set(configs) == {"talking_head", "talking_head_voice", "admit", "asr", "cancel", "ack", "llm",
+                            "llm_decoder", "tts", "lipsync", "wav2lip"}
     head = configs["talking_head"]
     assert head.platform == "ensemble" and head.model_transaction_policy.decoupled
     assert [s.model_name for s in head.ensemble_scheduling.step] == ["admit", "llm", "tts", "lipsync"]
     assert [i.name for i in head.input] == ["text", "avatar_id", "max_new_tokens", "emotion", "conversation_id",
-                                            "history"]
+                                            "history", "receipts"]
     assert all(i.optional for i in head.input[2:])
     assert [o.name for o in head.output] == ["reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video"]
     voice = configs["talking_head_voice"]
@@ -106,8 +106,7 @@ def test_every_built_model_is_its_spec(built):
     parses with the spec's class (one JSON parameter, no loose strings)."""
     _recipe, current = built
     layout = repo.read_params(current / "llm", spec.LLMParams).kv_layout
-    specs = {s.name: s for s in (spec.LLM, spec.TTS, spec.LIPSYNC, spec.ASR, spec.CANCEL, spec.ADMIT, spec.WAV2LIP,
-                                 spec.llm_decoder(layout), *spec.ENSEMBLES)}
+    specs = {s.name: s for s in (*spec.PYTHON_MODELS, spec.llm_decoder(layout), *spec.ENSEMBLES)}
     for name, s in specs.items():
         cfg = repo.read_config(current / name)
         assert [(i.name, list(i.dims), i.optional) for i in cfg.input] == \

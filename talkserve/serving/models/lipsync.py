@@ -32,6 +32,7 @@ from talkserve.lipsync.batching import Batcher, InOrder
 from talkserve.lipsync.warp import WarpRig
 from talkserve.paths import avatar_db
 from talkserve.playback import DEGRADED_SENTENCES, Playback, affordable_frames, would_stall
+from talkserve.receipts import ReaderGone, Receipts
 from talkserve.serving.triton import (
     Metrics,
     ModelArgs,
@@ -74,6 +75,9 @@ class TritonPythonModel:
         # the window lets the other sentences paste and send their part, then join this call
         self.batcher = Batcher(self._generate, max_frames=p.batch_frames, window_s=0.05)
         self.order = InOrder(timeout_s=self.streams.lease_seconds)
+        self.receipts, self.unread, self.unread_timeout = Receipts(), p.unread_parts, p.unread_timeout_s
+        self.flows: OrderedDict[str, int] = OrderedDict()  # flow → parts sent (its sentences run in order)
+        self.gone: OrderedDict[str, None] = OrderedDict()  # flows whose reader was given up
         m = self.metrics = Metrics(self.args.name)
         self.degraded = m.counter(DEGRADED_SENTENCES,
                                   "Sentences drawn by the warp mouth because Wav2Lip would have stalled the reply")
@@ -85,6 +89,8 @@ class TritonPythonModel:
         self.fps_hist = m.histogram("talkserve_lipsync_frames_per_second",
                                     "Frames per second of lip-sync compute, per part", [5, 10, 15, 25, 50, 100, 200])
         self.chunks = m.counter("talkserve_chunks_streamed_total", "Responses streamed to clients")
+        self.given_up = m.counter("talkserve_lipsync_readers_given_up_total",
+                                  "Replies stopped because their reader acknowledged nothing for unread_timeout_s")
         self.ttfc = m.histogram("talkserve_time_to_first_chunk_seconds", "Request to its first streamed chunk",
                                 [0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10])
 
@@ -98,6 +104,29 @@ class TritonPythonModel:
         with self.ipc:
             cancelled = request.is_cancelled()
         return not cancelled and self.turns.is_current(turn)
+
+    def _room(self, flow: str, live) -> bool:
+        """Whether the next part of `flow` may be computed: once its reader has taken all but
+        `unread_parts` of those sent; False when the reply stopped or its reader was given up."""
+        with self.lock:
+            if flow in self.gone:
+                return False
+            sent = self.flows.get(flow, 0)
+            self.flows.move_to_end(flow) if flow in self.flows else None
+            while len(self.flows) > 4096:  # flows of replies long finished
+                self.flows.popitem(last=False)
+        try:
+            with released(self.ipc):
+                return self.receipts.wait_for_room(flow, sent, self.unread, self.unread_timeout, live)
+        except ReaderGone as e:
+            with self.lock:
+                self.gone[flow] = None
+                while len(self.gone) > 4096:
+                    self.gone.popitem(last=False)
+            with self.ipc:
+                self.given_up.increment(1)
+                pb_utils.Logger.log_warn(f"lipsync: {e}: reply given up")
+            return False
 
     def _rig(self, avatar) -> WarpRig:
         cached = self.rigs.get(avatar.id)
@@ -168,6 +197,7 @@ class TritonPythonModel:
         look = style(parse_emotion(scalar_bytes(request, "emotion")))
         turn = scalar_bytes(request, "turn").decode()
         user_text = pb_utils.Tensor("user_text", optional_input(request, "user_text"))
+        flow = scalar_bytes(request, "receipts").decode()
         try:
             avatar = self.store.get(avatar_id)
         except AvatarError as e:
@@ -201,6 +231,8 @@ class TritonPythonModel:
             parts = animate(audio, rate, avatar, generate, self.fps, self.first_part, self.part)
         try:
             while True:
+                if flow and not self._room(flow, live):
+                    return
                 with released(self.ipc):  # the frames: compute, and the generator call (which takes ipc)
                     part = next(parts, None)
                 if part is None:
@@ -226,6 +258,9 @@ class TritonPythonModel:
                 ])
                 sender.send(response)
                 self.chunks.increment(1)
+                if flow:
+                    with self.lock:
+                        self.flows[flow] = self.flows.get(flow, 0) + 1
                 computed = time.monotonic()
         except Stopped:
             return

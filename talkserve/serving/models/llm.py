@@ -54,7 +54,7 @@ class TritonPythonModel:
                                 [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
         self.rejected = m.counters_by("talkserve_requests_rejected_total", "Requests refused as invalid, by field",
                                       "field", ["text", "avatar_id", "max_new_tokens", "emotion",
-                                                "conversation_id", "history"])
+                                                "conversation_id", "history", "receipts"])
         self.cache_lookups = m.counters_by("talkserve_llm_prefix_cache_lookups_total",
                                            "Prefix KV cache lookups, by result", "result", ["hit", "miss"])
         self.cache_tokens = m.counter("talkserve_llm_prefix_cache_reused_tokens_total",
@@ -71,7 +71,7 @@ class TritonPythonModel:
                                f"the prompt is {len(ids)} tokens, the limit is {self.max_prompt}: send fewer turns")
         return ids
 
-    def _validate(self, request) -> tuple[str, str, int, str, str]:
+    def _validate(self, request) -> tuple[str, str, int, str, str, str]:
         text = decode_text(scalar_bytes(request, "text"), "text", self.max_chars)
         avatar_id = decode_text(scalar_bytes(request, "avatar_id"), "avatar_id", 64)
         if not self.store.exists(avatar_id):  # reject before any sentence is streamed
@@ -85,7 +85,9 @@ class TritonPythonModel:
         conversation = optional_input(request, "conversation_id")
         conversation = "" if conversation is None else decode_text(
             bytes(conversation.reshape(-1)[0]), "conversation_id", 128, allow_empty=True)
-        return text, avatar_id, n, emotion, conversation
+        receipts = optional_input(request, "receipts")
+        receipts = "" if receipts is None else decode_text(bytes(receipts.reshape(-1)[0]), "receipts", 128)
+        return text, avatar_id, n, emotion, conversation, receipts
 
     def _stream(self, request, sender) -> None:
         stream = optional_input(request, "stream")
@@ -105,7 +107,7 @@ class TritonPythonModel:
         given = optional_input(request, "started_at")
         start = time.time() if given is None else float(given.reshape(-1)[0])
         try:
-            text, avatar_id, max_new_tokens, emotion, conversation = self._validate(request)
+            text, avatar_id, max_new_tokens, emotion, conversation, receipts = self._validate(request)
             ids = self._prompt(request, text, style(emotion).prompt)
         except RequestError as e:
             self.rejected[e.field].increment(1)
@@ -113,7 +115,7 @@ class TritonPythonModel:
         turn = self.turns.start(conversation)  # supersedes this conversation's previous reply
         carried = [pb_utils.Tensor(name, np.array([value.encode()], dtype=np.object_))
                    for name, value in [("avatar_id", avatar_id), ("emotion", emotion), ("turn", turn),
-                                       ("user_text", text), ("stream", stream)]]
+                                       ("user_text", text), ("stream", stream), ("receipts", receipts)]]
         carried.append(pb_utils.Tensor("started_at", np.array([start], np.float64)))
 
         first = True

@@ -1,0 +1,65 @@
+"""Read receipts on the real server: a reader that stops reading holds at most `unread_parts` parts
+in the server and is given up after `unread_timeout_s`; a reader that reads gets the same reply."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers import LONG_QUESTION, edited_copy, metric, wait_idle
+
+from talkserve.client import TalkClient
+
+UNREAD, TIMEOUT = 2, 4.0
+
+
+@pytest.fixture(scope="module")
+def receipts_server(built, tmp_path_factory):
+    from talkserve.serve import Ports, Server
+
+    _, current = built
+    root = edited_copy(current, tmp_path_factory.mktemp("receipts"),
+                       lipsync={"unread_parts": UNREAD, "unread_timeout_s": TIMEOUT})
+    srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
+    yield srv
+    assert srv.stop() == 0
+
+
+def test_a_reader_that_stops_reading_holds_a_window_of_parts_and_is_given_up(receipts_server):
+    srv = receipts_server
+    url = f"127.0.0.1:{srv.ports.grpc}"
+    with TalkClient(url) as client:
+        chunks = client.stream(LONG_QUESTION, "sample", max_new_tokens=120)
+        next(chunks)  # one part taken, then this reader stops reading
+        start = metric(srv, "talkserve_chunks_streamed_total")
+        time.sleep(TIMEOUT / 2)
+        assert metric(srv, "talkserve_chunks_streamed_total") - start <= UNREAD  # the window, no more
+        deadline = time.monotonic() + TIMEOUT + 10
+        while metric(srv, "talkserve_lipsync_readers_given_up_total") < 1:
+            assert time.monotonic() < deadline, "the silent reader was not given up"
+            time.sleep(0.2)
+        wait_idle(srv, 30)  # nothing left working for it
+        rest = list(chunks)  # reading again: what was sent, then the end
+        assert len(rest) <= UNREAD
+    with TalkClient(url) as client:  # and the server serves the next reader in full
+        assert len(list(client.stream("Who are you?", "sample", max_new_tokens=30))) > 1
+
+
+def test_receipts_change_nothing_a_reading_client_gets(receipts_server):
+    """The same sentences in order, every one whole (its frames are its speech's: the voice samples
+    its durations, so the lengths themselves vary run to run), and no reader that reads is given up."""
+    url = f"127.0.0.1:{receipts_server.ports.grpc}"
+    given_up = metric(receipts_server, "talkserve_lipsync_readers_given_up_total")
+    replies = []
+    for receipts in (True, False):
+        with TalkClient(url, receipts=receipts) as client:
+            chunks = list(client.stream("Tell me a joke.", "sample", max_new_tokens=60))
+        sentences: dict[int, tuple[str, int, int, int]] = {}
+        for c in chunks:
+            text, samples, frames, rate = sentences.get(c.index, (c.text, 0, 0, c.sample_rate))
+            sentences[c.index] = (text, samples + len(c.audio), frames + len(c.video), rate)
+        for text, samples, frames, rate in sentences.values():
+            assert abs(frames - round(samples / rate * 25)) <= 1, text
+        replies.append([text for text, *_ in sentences.values()])
+    assert replies[0] == replies[1] and len(replies[0]) > 1
+    assert metric(receipts_server, "talkserve_lipsync_readers_given_up_total") == given_up

@@ -1,0 +1,49 @@
+"""Read receipts (talkserve.receipts): the window a flow's reader keeps, and giving a silent one up."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from talkserve.receipts import ReaderGone, Receipts
+
+
+def test_receipts_keep_the_most_parts_acknowledged(tmp_path):
+    r = Receipts(tmp_path)
+    assert r.acknowledged("flow") == 0
+    r.acknowledge("flow", 3)
+    r.acknowledge("flow", 2)  # a late receipt: never goes back
+    assert r.acknowledged("flow") == 3 and Receipts(tmp_path).acknowledged("flow") == 3  # another process
+    assert r.acknowledged("other") == 0
+
+
+def test_there_is_room_while_fewer_than_the_window_are_unread(tmp_path):
+    r = Receipts(tmp_path)
+    r.acknowledge("f", 4)
+    start = time.monotonic()
+    assert r.wait_for_room("f", sent=5, window=2, timeout_s=5)
+    assert time.monotonic() - start < 0.05
+
+
+def test_a_full_window_waits_for_the_reader(tmp_path):
+    r = Receipts(tmp_path)
+    threading.Timer(0.3, lambda: r.acknowledge("f", 1)).start()  # one of two read: a window of 1 is still full
+    threading.Timer(0.5, lambda: r.acknowledge("f", 2)).start()
+    start = time.monotonic()
+    assert r.wait_for_room("f", sent=2, window=1, timeout_s=5, poll_s=0.005)
+    assert 0.45 < time.monotonic() - start < 2
+
+
+def test_a_reader_that_acknowledges_nothing_is_given_up_and_each_receipt_restarts_the_clock(tmp_path):
+    r = Receipts(tmp_path)
+    with pytest.raises(ReaderGone, match="2 parts unread"):
+        r.wait_for_room("f", sent=2, window=2, timeout_s=0.2, poll_s=0.01)
+    for at, parts in ((0.15, 2), (0.3, 3), (0.45, 4)):  # receipts keep coming, each within the timeout
+        threading.Timer(at, lambda n=parts: r.acknowledge("g", n)).start()
+    assert r.wait_for_room("g", sent=5, window=2, timeout_s=0.25, poll_s=0.01)
+
+
+def test_a_stopped_reply_does_not_wait(tmp_path):
+    assert not Receipts(tmp_path).wait_for_room("f", sent=3, window=1, timeout_s=5, live=lambda: False)
