@@ -29,7 +29,7 @@ def stalled_talker(url: str):
     """A TalkClient (read receipts on) that takes the first chunk and then nothing; a release()."""
     from talkserve.client import TalkClient
 
-    client = TalkClient(url)
+    client = TalkClient(url, receipts=True)
     chunks = client.stream(QUESTION, "sample", max_new_tokens=200)
     next(chunks)
 

@@ -58,6 +58,7 @@ VOICE_MODEL = spec.TALKING_HEAD_VOICE.name
 GRPC_ERROR_HEADERS = {"triton_grpc_error": "true"}
 CONVERSATION_HEADER = "conversation-id"
 ADMIN_HEADER = "talkserve-admin-key"  # talkserve.serve.ADMIN_HEADER (the client does not import the server)
+RECEIPT = "talkserve-receipt"  # request id of the receipts sent on a reply's stream
 OUTPUTS = tuple(spec.TALKING_HEAD.output_names())  # what each streamed response carries
 VOICE_OUTPUTS = tuple(spec.TALKING_HEAD_VOICE.output_names())  # and what the server heard
 
@@ -152,7 +153,7 @@ class TalkClient:
     def __init__(self, url: str = "127.0.0.1:8001", model: str = MODEL, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
                  certificate_chain: str | None = None, grpc_error_codes: bool = False,
-                 retry: RetryPolicy = RetryPolicy(), admin_key: str | None = None, receipts: bool = True):
+                 retry: RetryPolicy = RetryPolicy(), admin_key: str | None = None, receipts: bool = False):
         """`ssl` + `root_certificates` for TLS; add `private_key` + `certificate_chain` for mTLS.
         `admin_key` (default $TALKSERVE_ADMIN_KEY) opens the statistics a deployment restricts.
         `receipts`: acknowledge each chunk as it is taken from the stream, so the server computes at
@@ -224,13 +225,13 @@ class TalkClient:
         except InferenceServerException as e:
             raise _error(e) from None
 
-    def _acknowledge(self, flow: str, parts: int, conversation_id: str | None) -> None:
-        """Tell the server this reader has taken `parts` parts (asynchronous: no round trip per chunk;
-        a lost receipt only delays the next part until a later one arrives)."""
+    def _acknowledge(self, flow: str, parts: int) -> None:
+        """Tell the server this reader has taken `parts` parts: a request to `ack` on the reply's own
+        stream, so it reaches the replica that streams it whatever a router does meanwhile
+        (asynchronous; its response is skipped; a lost receipt is made up by the next)."""
         receipt = [_bytes_input("receipts", flow), _array_input("parts", np.array([parts], np.int64), "INT64")]
         with contextlib.suppress(InferenceServerException):
-            self.client.async_infer("ack", receipt, callback=lambda result, error: None,
-                                    headers=self._headers(conversation_id))
+            self.client.async_stream_infer(spec.ACK.name, receipt, request_id=RECEIPT)
 
     def _stream(self, model: str, inputs, outputs, timeout: float,
                 conversation_id: str | None = None) -> Iterator[Chunk]:
@@ -239,11 +240,8 @@ class TalkClient:
         if flow:
             inputs = [*inputs, _bytes_input("receipts", flow)]
         taken = 0
-        # the router keeps a conversation on one replica; without one, the flow keeps the stream
-        # and its receipts together
-        route = conversation_id or flow
         self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)),
-                                 headers=self._headers(route))
+                                 headers=self._headers(conversation_id))
         cancelled = True  # unless the stream ends normally: an abandoned generator cancels its request
         status, first = "CANCELLED", True
         try:
@@ -273,6 +271,8 @@ class TalkClient:
                     status = err.status
                     raise err
                 response = result.get_response()
+                if response.id == RECEIPT:  # the answer to a receipt, not a part of the reply
+                    continue
                 final = response.parameters["triton_final_response"].bool_param
                 if response.outputs:
                     if first:
@@ -281,7 +281,7 @@ class TalkClient:
                     CHUNKS.labels(model).inc()
                     if flow:
                         taken += 1
-                        self._acknowledge(flow, taken, route)
+                        self._acknowledge(flow, taken)
                     yield Chunk(
                         index=int(result.as_numpy("chunk_index")[0]),
                         part=int(result.as_numpy("part_index")[0]),

@@ -28,7 +28,7 @@ def receipts_server(built, tmp_path_factory):
 def test_a_reader_that_stops_reading_holds_a_window_of_parts_and_is_given_up(receipts_server):
     srv = receipts_server
     url = f"127.0.0.1:{srv.ports.grpc}"
-    with TalkClient(url) as client:
+    with TalkClient(url, receipts=True) as client:
         chunks = client.stream(LONG_QUESTION, "sample", max_new_tokens=120)
         next(chunks)  # one part taken, then this reader stops reading
         start = metric(srv, "talkserve_chunks_streamed_total")
