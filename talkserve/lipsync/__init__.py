@@ -5,14 +5,9 @@
 - `warp`: the procedural, landmark-driven mouth (`lipsync.kind: warp`, and the Wav2Lip teacher)
 """
 
-import importlib
+from talkserve.lazy import lazy_api
 
-__all__ = ["Generator", "Part", "animate", "animate_degrading", "animate_warp", "face_input", "part_sizes",
-           "paste_back", "paste_mask", "stream_parts"]
-
-
-def __getattr__(name: str):
-    """The frame code (OpenCV, dlib: ~100 MB) loads on first use, so `talkserve.lipsync.config` stays light."""
-    if name in __all__:
-        return getattr(importlib.import_module("talkserve.lipsync.frames"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The frame code (OpenCV, dlib: ~100 MB) loads on first use, so `talkserve.lipsync.config` stays light.
+__all__, __getattr__ = lazy_api(__name__, dict.fromkeys(
+    ["Generator", "Part", "animate", "animate_degrading", "animate_warp", "face_input", "part_sizes", "paste_back",
+     "paste_mask", "stream_parts"], "frames"))

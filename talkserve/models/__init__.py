@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
+from talkserve.lazy import lazy_api
 
 # The public API, each name from the module that defines it; loaded on first use, so importing
 # one light submodule (a config) does not bring torch with the package.
 _API = {
-    "DecoderStep": "talkserve.models.llm",
-    "load_llm": "talkserve.models.llm",
-    "check_model_dir": "talkserve.models.llm",
-    "Wav2Lip": "talkserve.models.wav2lip",
-    "load_wav2lip": "talkserve.models.wav2lip",
-    "Generator": "talkserve.models.hifigan",
-    "load_hifigan": "talkserve.models.hifigan",
-    "FastSpeech2": "talkserve.models.fastspeech2",
-    "FastSpeech2TTS": "talkserve.models.fastspeech2",
-    "load_fastspeech2": "talkserve.models.fastspeech2",
-    "PiperTTS": "talkserve.models.piper_tts",
-    "load_voice": "talkserve.models.voice",
+    "DecoderStep": "llm",
+    "load_llm": "llm",
+    "check_model_dir": "llm",
+    "Wav2Lip": "wav2lip",
+    "load_wav2lip": "wav2lip",
+    "Generator": "hifigan",
+    "load_hifigan": "hifigan",
+    "FastSpeech2": "fastspeech2",
+    "FastSpeech2TTS": "fastspeech2",
+    "load_fastspeech2": "fastspeech2",
+    "PiperTTS": "piper_tts",
+    "load_voice": "voice",
 }
-__all__ = sorted(_API)
-
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_api(__name__, _API)

@@ -112,7 +112,8 @@ class TritonPythonModel:
             if flow in self.gone:
                 return False
             sent = self.flows.get(flow, 0)
-            self.flows.move_to_end(flow) if flow in self.flows else None
+            if flow in self.flows:
+                self.flows.move_to_end(flow)
             while len(self.flows) > 4096:  # flows of replies long finished
                 self.flows.popitem(last=False)
         try:
