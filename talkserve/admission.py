@@ -1,18 +1,23 @@
 """Admission control: at most `max_streams` replies run at once in one tritonserver.
 
-A reply is a stream that lives from the entry model (`admit`, talking_head's first step) until
-`lipsync` has drawn its last sentence — long after the `llm` loop has finished writing the text. So
-the slot is a small lease directory, shared by the stub processes like the turns are:
+A reply is a stream that lives from its entry model (`admit`, talking_head's first step, or `asr`,
+talking_head_voice's) until `lipsync` has drawn its last sentence — long after the `llm` loop has
+finished writing the text. So the slot is a small lease directory, shared by the stub processes
+like the turns are:
 
     talkserve-streams-<server pid>/<stream id>/
         conversation  the request's conversation (hashed), if it named one
+        claimed       written by llm when the reply reaches it
         total         written by llm when its loop ends: how many sentences it streamed
         done-<i>      written by lipsync when sentence i is drawn (or stopped, or had no speech)
 
 The stream ends (its directory goes) once `total` is written and every sentence is done, whichever
 stage gets there last. A lease nobody has touched for `lease_seconds` (a stage died mid-reply) stops
-counting, so a crash cannot shrink the server's capacity for good. Admission itself takes a file
-lock, so two `admit` instances cannot both take the last slot. A new reply in a conversation that
+counting, so a crash cannot shrink the server's capacity for good; one that llm has not claimed
+within `claim_seconds` stops counting too (the entry model was called on its own — asr transcribing
+for a client — or the reply died before llm), while llm waiting longer to claim it only lets one
+more reply in. Admission itself takes a file
+lock, so two entry-model instances cannot both take the last slot. A new reply in a conversation that
 already holds a slot (barge-in) is not counted against it: it supersedes that reply, which stops.
 """
 
@@ -31,7 +36,8 @@ from pathlib import Path
 from talkserve.text import OVERLOADED_MESSAGE
 from talkserve.turns import server_scratch
 
-NO_STREAM = ""  # a request that did not come through `admit` (a model called on its own)
+NO_STREAM = ""  # a request that did not come through an entry model (a model called on its own)
+CLAIM_SECONDS = 10.0  # entry model → llm is milliseconds, or a queue behind llm's busy instances
 
 
 class Overloaded(RuntimeError):
@@ -43,10 +49,10 @@ class Overloaded(RuntimeError):
 
 
 class Streams:
-    def __init__(self, root: Path | None = None, lease_seconds: float = 60.0):
+    def __init__(self, root: Path | None = None, lease_seconds: float = 60.0, claim_seconds: float = CLAIM_SECONDS):
         self.root = root or server_scratch("streams")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.lease_seconds = lease_seconds
+        self.lease_seconds, self.claim_seconds = lease_seconds, claim_seconds
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -63,10 +69,18 @@ class Streams:
         except FileNotFoundError:  # ended while we looked
             return False
 
+    def _counts(self, lease: Path, now: float) -> bool:
+        if not self._alive(lease, now):
+            return False
+        try:
+            return (lease / "claimed").exists() or now - lease.stat().st_mtime < self.claim_seconds
+        except FileNotFoundError:
+            return False
+
     def active(self, besides: str = "") -> int:
         """Live streams, not counting those of conversation `besides` (hashed)."""
         now = time.time()
-        return sum(self._alive(p, now) and not (besides and _conversation_of(p) == besides) for p in self._leases())
+        return sum(self._counts(p, now) and not (besides and _conversation_of(p) == besides) for p in self._leases())
 
     def admit(self, limit: int, conversation: str = "") -> str:
         """A new stream's id, or Overloaded when `limit` streams (of other conversations) are running."""
@@ -93,6 +107,15 @@ class Streams:
     def running(self, stream: str) -> bool:
         """Whether `stream` still holds its slot (not every sentence drawn yet)."""
         return self._lease(stream) is not None
+
+    def claim(self, stream: str) -> None:
+        """llm: the reply has reached generation (it counts until it ends or its lease lapses)."""
+        self._mark(stream, "claimed", "")
+
+    def release(self, stream: str) -> None:
+        """The reply failed before any stage that would end it saw it: free its slot now."""
+        if (lease := self._lease(stream)) is not None:
+            shutil.rmtree(lease, ignore_errors=True)
 
     def touch(self, stream: str) -> None:
         """The stream is making progress (renews its lease)."""

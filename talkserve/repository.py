@@ -99,7 +99,8 @@ def update_params(model_dir: Path, **changes) -> spec.Params:
 
 def ensemble_config(s: spec.ModelSpec) -> mc.ModelConfig:
     """talking_head: admit (a stream slot) → llm (one response per sentence) → tts → lipsync (parts of
-    each sentence). talking_head_voice: asr → llm → tts → lipsync; each response also carries `user_text`."""
+    each sentence). talking_head_voice: asr (a stream slot, then the text heard) → llm → tts → lipsync;
+    each response also carries `user_text`."""
     voice = s is spec.TALKING_HEAD_VOICE
 
     def step(model: spec.ModelSpec, inputs: dict[str, str], outputs: dict[str, str]):
@@ -111,11 +112,12 @@ def ensemble_config(s: spec.ModelSpec) -> mc.ModelConfig:
     llm_inputs = {"avatar_id": "avatar_id", **{t.name: t.name for t in spec.OPTIONAL_INPUTS}}
     steps = []
     if voice:
-        # No admission here yet: with `admit` in this ensemble Triton 2.51 intermittently kept it from
-        # unloading at shutdown (a reply state left behind); voice replies are not counted or refused.
-        steps.append(step(spec.ASR, {"audio": "user_audio", "sample_rate": "user_sample_rate"},
-                          {"text": "heard_text", "started_at": "heard_at"}))
-        llm_inputs |= {"text": "heard_text", "started_at": "heard_at"}
+        # asr takes the stream slot itself: a separate `admit` step in this ensemble made Triton 2.51
+        # intermittently keep it from unloading at shutdown (a reply state left behind).
+        steps.append(step(spec.ASR, {"audio": "user_audio", "sample_rate": "user_sample_rate",
+                                     "conversation_id": "conversation_id"},
+                          {"text": "heard_text", "started_at": "heard_at", "stream": "stream_id"}))
+        llm_inputs |= {"text": "heard_text", "started_at": "heard_at", "stream": "stream_id"}
     else:
         # A refused reply costs nothing: the slot is taken before generation.
         steps.append(step(spec.ADMIT, {"avatar_id": "avatar_id", "conversation_id": "conversation_id"},
@@ -196,6 +198,7 @@ class BuildContext:
     compression: dict | None = None  # the gates' verdicts per model (written by the report step)
     compression_report_markdown: str | None = None
     capacity: dict | None = None  # the stream limit and how it was found
+    admission: spec.AdmitParams | None = None  # that limit, for both entry models (admit, asr); not recorded
     engines: dict = field(default_factory=dict)  # TensorRT plans per model and compute capability
     based_on: str | None = None  # `talkserve engines`: the build whose repository it extended
     data: object | None = None  # compress.data.DataSource shared by the compression steps (not recorded)

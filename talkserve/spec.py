@@ -167,6 +167,11 @@ class LipsyncParams(Params):
                                                             "given up (its reader left or hung)")
 
 
+class AdmitParams(Params):
+    max_streams: int = Field(ge=1, description="Replies running at once; request N+1 is refused")
+    stream_lease_seconds: float = Field(description="A stream not heard from this long frees its slot")
+
+
 class AsrParams(Params):
     language: str | None = Field(description="Spoken language; null = Whisper detects it")
     beam_size: int = Field(description="Whisper beam width")
@@ -177,11 +182,9 @@ class AsrParams(Params):
     vad_threshold: float = Field(description="silero-vad speech probability")
     min_silence_ms: int = Field(description="Silence that ends a speech segment")
     preload: bool = Field(description="Load Whisper at start, not at the first voice request")
+    admission: AdmitParams = Field(description="asr is talking_head_voice's entry: the same stream limit as admit")
 
 
-class AdmitParams(Params):
-    max_streams: int = Field(ge=1, description="Replies running at once; request N+1 is refused")
-    stream_lease_seconds: float = Field(description="A stream not heard from this long frees its slot")
 
 
 # ---- the models ----------------------------------------------------------------------------
@@ -266,8 +269,11 @@ LIPSYNC = ModelSpec(
      Tensor("sample_rate", "INT32"), Tensor("avatar_id", "STRING"), Tensor("started_at", "FP64"),
      *_strings("emotion", "turn", "user_text", "stream", "receipts")),
     (*RESPONSE, USER_TEXT), LipsyncParams, "lipsync", decoupled=True, instances=1)
-ASR = ModelSpec("asr", (Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32")),
-                (Tensor("text", "STRING"), Tensor("started_at", "FP64")), AsrParams, "asr", instances=1)
+# asr admits voice replies (a stream slot, as admit does for text) before it recognises anything.
+ASR = ModelSpec("asr", (Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32"),
+                        Tensor("conversation_id", "STRING", optional=True)),
+                (Tensor("text", "STRING"), Tensor("started_at", "FP64"), Tensor("stream", "STRING")),
+                AsrParams, "asr", instances=1)
 CANCEL = ModelSpec("cancel", _strings("conversation_id"), (Tensor("cancelled", "BOOL"),), NoParams, "cancel",
                    instances=1)
 ACK = ModelSpec("ack", (Tensor("receipts", "STRING"), Tensor("parts", "INT64")), (Tensor("acknowledged", "BOOL"),),

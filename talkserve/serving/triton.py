@@ -12,9 +12,9 @@ from typing import Generic, TypeVar
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from talkserve.admission import Overloaded
+from talkserve.admission import Overloaded, Streams
 from talkserve.drain import Draining
-from talkserve.spec import Params
+from talkserve.spec import AdmitParams, Params
 from talkserve.text import RequestError
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -81,6 +81,35 @@ class Metrics:
 
     def histogram(self, name: str, description: str, buckets: list[float]):
         return self._metric(name, description, pb_utils.MetricFamily.HISTOGRAM, buckets=buckets)
+
+
+class StreamGate:
+    """Admission at a reply's entry model (`admit` for text, `asr` for voice): a slot of the
+    server's `max_streams` (talkserve.admission, shared by both through the server's scratch) or
+    Overloaded at once; counted as admitted/refused under the entry model's name."""
+
+    def __init__(self, params: AdmitParams, metrics: Metrics):
+        self.limit = params.max_streams
+        self.streams = Streams(lease_seconds=params.stream_lease_seconds)
+        self.refused = metrics.counter("talkserve_streams_refused_total", "Replies refused because the server was full")
+        self.admitted = metrics.counter("talkserve_streams_admitted_total", "Replies admitted")
+
+    def admit(self, request) -> str:
+        """The request's stream id (its conversation, if named, may barge in on its own slot)."""
+        conversation = optional_input(request, "conversation_id")
+        # Only a key here: llm validates the field (and counts a bad one by name).
+        conversation = "" if conversation is None else bytes(conversation.reshape(-1)[0]).decode("utf-8", "replace")
+        try:
+            stream = self.streams.admit(self.limit, conversation)
+        except Overloaded:
+            self.refused.increment(1)
+            raise
+        self.admitted.increment(1)
+        return stream
+
+
+def string_tensor(name: str, value: str):
+    return pb_utils.Tensor(name, np.array([value.encode()], dtype=np.object_))
 
 
 def optional_input(request, name: str) -> np.ndarray | None:

@@ -177,7 +177,7 @@ def asr_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     repo.write_python_model(root, spec.ASR, spec.AsrParams(
         language=a.language, beam_size=a.beam_size, compute_type=a.compute_type, threads=a.threads,
         max_audio_seconds=a.max_audio_seconds, vad=a.vad, vad_threshold=a.vad_threshold,
-        min_silence_ms=a.min_silence_ms, preload=a.preload))
+        min_silence_ms=a.min_silence_ms, preload=a.preload, admission=ctx.admission))
     repo.write_python_model(root, spec.CANCEL, spec.NoParams())
     repo.write_python_model(root, spec.ACK, spec.NoParams())
 
@@ -195,7 +195,8 @@ def onnx_runtime_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
 
 
 def capacity_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
-    """`admit`, talking_head's first step, with the stream limit: the recipe's, or calibrated here."""
+    """The stream limit (the recipe's, or calibrated here) for `admit`, talking_head's first step, and
+    for `asr`, talking_head_voice's (written in the next step)."""
     limit = recipe.serving.max_streams
     if limit is None:
         from talkserve.targets.calibrate import calibrate
@@ -204,8 +205,8 @@ def capacity_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
         limit = ctx.capacity["max_streams"]
     else:
         ctx.capacity = {"max_streams": limit, "from": "recipe"}
-    repo.write_python_model(root, spec.ADMIT, spec.AdmitParams(
-        max_streams=limit, stream_lease_seconds=recipe.serving.stream_lease_seconds))
+    ctx.admission = spec.AdmitParams(max_streams=limit, stream_lease_seconds=recipe.serving.stream_lease_seconds)
+    repo.write_python_model(root, spec.ADMIT, ctx.admission)
 
 
 def ensemble_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
@@ -231,9 +232,9 @@ STEPS = [
     ("export LLM decoder (ONNX, KV cache)", llm_step),
     ("package TTS (Piper voice or FastSpeech2 + HiFi-GAN)", tts_step),
     ("lip-sync: Wav2Lip (ONNX) or the procedural warp", lipsync_step),
-    ("package ASR (Whisper + silero-vad), barge-in and read receipts", asr_step),
     (ONNX_RUNTIME, onnx_runtime_step),
     ("admission: stream limit (recipe, or calibrated on this machine)", capacity_step),
+    ("package ASR (Whisper + silero-vad), barge-in and read receipts", asr_step),
     ("write talking_head and talking_head_voice ensembles", ensemble_step),
     ("write compression report", report_step),
 ]

@@ -1,10 +1,12 @@
-"""Admission control on the real tritonserver: at the stream limit a new reply is refused at once with
-RESOURCE_EXHAUSTED naming the limit, the admitted reply is untouched, and the slot comes back."""
+"""Admission control on the real tritonserver: at the stream limit a new reply — text or voice — is
+refused at once with RESOURCE_EXHAUSTED naming the limit, the admitted reply is untouched, and the
+slot comes back."""
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from helpers import LONG_QUESTION, Collector, edited_copy, metric
 
@@ -13,20 +15,33 @@ from talkserve.client import NO_RETRY, RetryPolicy, TalkClient, TalkError
 
 @pytest.fixture(scope="module")
 def full_server(built, tmp_path_factory):
-    """The suite's build with `serving.max_streams: 1` (set in its admit config, as a build writes it)."""
+    """The suite's build with `serving.max_streams: 1` (set in both entry models' configs, as a build
+    writes it)."""
     from talkserve.serve import Ports, Server
 
     _, current = built
-    root = edited_copy(current, tmp_path_factory.mktemp("admission"), admit={"max_streams": 1})
+    limit = {"max_streams": 1, "stream_lease_seconds": 60}
+    root = edited_copy(current, tmp_path_factory.mktemp("admission"), admit=limit, asr={"admission": limit})
     srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
     yield srv
     assert srv.stop() == 0
 
 
-def _refusal(url: str, **kw) -> tuple[TalkError, float]:
+@pytest.fixture(scope="module")
+def question() -> tuple[np.ndarray, int]:
+    """"Hello!" spoken by the starter voice, with silence around it."""
+    from talkserve.models.piper_tts import PiperTTS
+    from talkserve.recipe import TTSRecipe
+
+    voice = PiperTTS(*TTSRecipe().resolved_paths(), noise_scale=0.0, noise_w_scale=0.0)
+    pause = np.zeros(voice.sample_rate // 2, np.float32)
+    return np.concatenate([pause, voice.synthesize("Hello!"), pause]), voice.sample_rate
+
+
+def _refusal(url: str, voice: tuple[np.ndarray, int] | None = None, **kw) -> tuple[TalkError, float]:
     start = time.monotonic()
     with TalkClient(url, retry=NO_RETRY) as client, pytest.raises(TalkError) as e:
-        list(client.stream("Hello!", "sample", **kw))
+        list(client.stream_voice(*voice, "sample", **kw) if voice else client.stream("Hello!", "sample", **kw))
     return e.value, time.monotonic() - start
 
 
@@ -106,3 +121,39 @@ def test_the_client_retries_a_full_server_until_a_slot_frees(full_server):
         chunks = list(client.stream("Hello!", "sample", conversation_id="patient"))
     busy.join(60)
     assert chunks and client.attempts >= 2 and busy.error is None
+
+
+def test_voice_replies_take_and_give_back_the_same_slots(full_server, question):
+    url = f"127.0.0.1:{full_server.ports.grpc}"
+    _wait_for(full_server, "talkserve_streams_active", 0)
+    admitted = Collector(url, LONG_QUESTION, "text")
+    admitted.start()
+    assert admitted.first.wait(60) and admitted.error is None
+    error, seconds = _refusal(url, question, conversation_id="voice")  # asr refuses before recognising
+    assert error.status == "RESOURCE_EXHAUSTED" and "serving.max_streams = 1" in str(error)
+    assert seconds < 1.0
+    admitted.join(300)
+    assert admitted.error is None
+    _wait_for(full_server, "talkserve_streams_active", 0)
+
+    with TalkClient(url, retry=NO_RETRY) as client:
+        chunks = client.stream_voice(*question, "sample", conversation_id="voice")
+        first = next(chunks)
+        assert first.user_text.strip().lower().startswith("hello")
+        assert metric(full_server, "talkserve_streams_active") == 1  # the voice reply holds the slot
+        error, _ = _refusal(url, conversation_id="text")
+        assert error.status == "RESOURCE_EXHAUSTED"
+        assert list(chunks)
+    _wait_for(full_server, "talkserve_streams_active", 0)
+    assert metric(full_server, "talkserve_streams_admitted_total", model="asr") >= 1
+
+
+def test_a_voice_request_asr_refuses_gives_its_slot_back(full_server, question):
+    url = f"127.0.0.1:{full_server.ports.grpc}"
+    _wait_for(full_server, "talkserve_streams_active", 0)
+    silence = (np.zeros(question[1], np.float32), question[1])
+    with TalkClient(url, retry=NO_RETRY) as client, pytest.raises(TalkError, match="audio"):
+        list(client.stream_voice(*silence, "sample"))
+    _wait_for(full_server, "talkserve_streams_active", 0, timeout=3)  # released, not lapsed (10 s unclaimed)
+    with TalkClient(url, retry=NO_RETRY) as client:
+        assert list(client.stream("Hello!", "sample"))

@@ -56,6 +56,24 @@ def test_a_stream_whose_stages_died_stops_holding_a_slot(tmp_path):
     assert not (tmp_path / stream).exists()
 
 
+def test_a_stream_llm_never_claims_stops_counting_but_a_claimed_one_holds_its_slot(tmp_path):
+    streams = Streams(tmp_path, lease_seconds=5, claim_seconds=0.3)
+    unclaimed, claimed = streams.admit(2), streams.admit(2)
+    streams.claim(claimed)  # llm took this reply; the other was asr transcribing for a caller
+    assert streams.active() == 2
+    time.sleep(0.4)
+    assert streams.active() == 1  # the unclaimed one no longer holds a slot
+    streams.admit(2)
+    streams.claim(unclaimed)  # llm late (queued behind busy instances): the reply counts again
+    assert streams.active() == 3  # over the limit by the late one, never refused wrongly
+
+
+def test_a_released_stream_frees_its_slot_at_once(tmp_path):
+    streams = Streams(tmp_path)
+    streams.release(streams.admit(1))  # asr refused the audio: llm will never see this reply
+    streams.admit(1)
+
+
 def test_a_new_reply_in_a_conversation_that_holds_a_slot_is_admitted(tmp_path):
     streams = Streams(tmp_path)
     streams.admit(1, "alice")

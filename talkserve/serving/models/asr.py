@@ -1,7 +1,9 @@
 """Triton python model `asr`: an utterance's PCM → the recognised text (silero-vad + Whisper).
 
-Bad audio (empty, NaN, too long, unsupported rate, no speech) is INVALID_ARGUMENT naming the
-field; `started_at` starts the request clock that lipsync's time-to-first-chunk metric reads.
+talkserve_voice's entry: a reply first takes a stream slot (talkserve.admission, the limit admit
+has) or is refused at once, before any recognition. Bad audio (empty, NaN, too long, unsupported
+rate, no speech) is INVALID_ARGUMENT naming the field, and gives its slot back; `started_at` starts
+the request clock that lipsync's time-to-first-chunk metric reads.
 """
 
 import time
@@ -11,7 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from talkserve.asr import Transcriber, VoiceActivity, check_audio
 from talkserve.drain import refuse_if_draining
-from talkserve.serving.triton import Metrics, ModelArgs, optional_input, run_each
+from talkserve.serving.triton import Metrics, ModelArgs, StreamGate, optional_input, run_each, string_tensor
 from talkserve.spec import AsrParams
 from talkserve.text import RequestError
 
@@ -30,6 +32,7 @@ class TritonPythonModel:
         self.heard = m.counter("talkserve_asr_speech_seconds_total", "Seconds of speech recognised")
         self.rejected = m.counters_by("talkserve_requests_rejected_total", "Requests refused as invalid, by field",
                                       "field", ["audio", "sample_rate"])
+        self.gate = StreamGate(p.admission, m)
 
     def _transcriber(self) -> Transcriber:
         """Whisper + silero-vad (which brings torch: ~400 MB resident), loaded once; by default at the
@@ -43,7 +46,20 @@ class TritonPythonModel:
 
     def _run(self, request):
         start = time.time()
-        refuse_if_draining()  # the voice ensemble's entry: not worth recognising (admit would refuse it)
+        refuse_if_draining()  # the voice ensemble's entry: not worth recognising
+        stream = self.gate.admit(request)
+        try:
+            result, seconds = self._recognise(request)
+        except BaseException:
+            self.gate.streams.release(stream)  # llm never sees this reply: nothing else would end it
+            raise
+        self.rtf.observe((time.time() - start) / seconds)
+        self.heard.increment(result.speech_seconds)
+        return [string_tensor("text", result.text), pb_utils.Tensor("started_at", np.array([start], np.float64)),
+                string_tensor("stream", stream)]
+
+    def _recognise(self, request):
+        """(the transcription, seconds of audio), or RequestError naming the field."""
         try:
             rate = int(optional_input(request, "sample_rate").reshape(-1)[0])
             audio = check_audio(optional_input(request, "audio"), rate, self.max_seconds)
@@ -53,10 +69,7 @@ class TritonPythonModel:
         except RequestError as e:
             self.rejected[e.field].increment(1)
             raise
-        self.rtf.observe((time.time() - start) / (audio.size / 16000))
-        self.heard.increment(result.speech_seconds)
-        return [pb_utils.Tensor("text", np.array([result.text.encode()], dtype=np.object_)),
-                pb_utils.Tensor("started_at", np.array([start], np.float64))]
+        return result, audio.size / 16000
 
     def execute(self, requests):
         return run_each(requests, self._run, self.metrics)

@@ -92,6 +92,7 @@ class TritonPythonModel:
     def _stream(self, request, sender) -> None:
         stream = optional_input(request, "stream")
         stream = NO_STREAM if stream is None else bytes(stream.reshape(-1)[0]).decode()
+        self.streams.claim(stream)
         sent, replies = 0, self._replies(request, stream)
         try:
             for response in replies:
