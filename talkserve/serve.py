@@ -24,8 +24,8 @@ from pathlib import Path
 import talkserve
 from talkserve.turns import remove_scratch, remove_stale_scratch
 
-__all__ = ["ADMIN_APIS", "ADMIN_HEADER", "Ports", "Server", "ServerError", "command", "is_ready", "restricted_flags",
-           "secure_flags", "server_env"]
+__all__ = ["ADMIN_APIS", "ADMIN_HEADER", "SERVING_ENV", "Ports", "Server", "ServerError", "command", "is_ready",
+           "memory_flags", "restricted_flags", "secure_flags", "server_env"]
 
 
 class ServerError(RuntimeError):
@@ -91,9 +91,24 @@ def server_env() -> dict[str, str]:
              sysconfig.get_paths()["platlib"], env.get("PYTHONPATH")]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
     env["PYTHONUTF8"] = "1"  # the stub may start under the C locale
-    env.setdefault("OMP_NUM_THREADS", "1")  # python models run side by side; don't oversubscribe
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name, value in SERVING_ENV.items():
+        env.setdefault(name, value)
     return env
+
+
+# What tritonserver and its stubs run with, wherever they run (the k8s Deployment sets the same:
+# tests/deploy/test_k8s.py).
+SERVING_ENV = {
+    "OMP_NUM_THREADS": "1",  # python models run side by side; don't oversubscribe
+    "TOKENIZERS_PARALLELISM": "false",
+    # glibc raises its mmap threshold after each large free (up to 32 MiB), so the frames, audio and
+    # tensors of a finished reply (0.1–10 MB each) end up in heaps it keeps; a fixed threshold keeps
+    # them mmapped and given back when freed, and two arenas per process stop per-thread heaps
+    # (lipsync draws each sentence on a thread) from holding the rest (bench/stalled.py measures it).
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+    "MALLOC_TRIM_THRESHOLD_": "131072",
+    "MALLOC_ARENA_MAX": "2",
+}
 
 
 # Triton's flags, written once: the embedded server, `talkserve up` and the k8s Deployment use these
@@ -108,6 +123,15 @@ def secure_flags(exit_timeout: int) -> list[str]:
             f"--exit-timeout-secs={exit_timeout}", "--log-verbose=0", "--allow-metrics=true"]
 
 
+def memory_flags() -> list[str]:
+    """Request/response states Triton's gRPC frontend keeps for reuse (default 8): each keeps the
+    buffers of the largest responses it carried (a part of 25 raw 512×512 frames is ~20 MB), and
+    they stayed allocated after the streams ended (measured with bench/stalled.py's readers:
+    tritonserver +112 MB for good at the default, none at 1). A state allocated per request costs
+    nothing next to the frames it carries."""
+    return ["--grpc-infer-allocation-pool-size=1"]
+
+
 def restricted_flags(admin_key: str) -> list[str]:
     """Inference, health and metadata open; everything that inspects or changes the server needs the key."""
     return [f"--grpc-restricted-protocol={ADMIN_APIS}:{ADMIN_HEADER}={admin_key}",
@@ -120,7 +144,7 @@ def command(repository: Path, ports: Ports, backends: Path, exit_timeout: int = 
     binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
     return [
         str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
-        *secure_flags(exit_timeout), *restricted_flags(admin_key or secrets.token_hex(16)),
+        *secure_flags(exit_timeout), *memory_flags(), *restricted_flags(admin_key or secrets.token_hex(16)),
         f"--grpc-address={host}", f"--http-address={host}", f"--metrics-address={host}",
         f"--grpc-port={ports.grpc}", f"--http-port={ports.http}", f"--metrics-port={ports.metrics}",
         "--allow-cpu-metrics=true", "--allow-gpu-metrics=false", *(extra or []),
@@ -147,6 +171,7 @@ class Server:
     host: str = "127.0.0.1"
     # the admin endpoints' key: $TALKSERVE_ADMIN_KEY, else one made for this run (see admin_key)
     admin_key: str = field(default_factory=lambda: os.environ.get("TALKSERVE_ADMIN_KEY") or secrets.token_hex(16))
+    env: dict[str, str | None] = field(default_factory=dict)  # over server_env(); None unsets (benchmarks)
 
     def start(self, timeout: float = 300.0) -> Server:
         repo = Path(self.repository).resolve()
@@ -162,11 +187,13 @@ class Server:
         cmd = command(repo, self.ports, backend_dir(cache), self.exit_timeout, host=self.host,
                       admin_key=self.admin_key)
         remove_stale_scratch()  # left in /dev/shm by servers that were killed
+        env = server_env() | self.env
+        env = {k: v for k, v in env.items() if v is not None}
         if self.log:
             with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
-                self.proc = subprocess.Popen(cmd, env=server_env(), stdout=out, stderr=subprocess.STDOUT)
+                self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         else:
-            self.proc = subprocess.Popen(cmd, env=server_env())
+            self.proc = subprocess.Popen(cmd, env=env)
         deadline = time.monotonic() + timeout
         while not is_ready(self.ports, "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host):
             if self.proc.poll() is not None:

@@ -17,11 +17,11 @@ IMAGE = "ghcr.io/talkserve/talkserve:0.1.0"  # k8s/images/Dockerfile, as the man
 
 def triton_args(exit_timeout: int = 45, admin_key: str | None = None) -> list[str]:
     """The serving image's tritonserver flags (talkserve.serve holds the secure ones for every server)."""
-    from talkserve.serve import restricted_flags, secure_flags
+    from talkserve.serve import memory_flags, restricted_flags, secure_flags
 
     key = admin_key or os.environ.get("TALKSERVE_ADMIN_KEY") or secrets.token_hex(16)
-    return ["--model-repository=/models/current", *secure_flags(exit_timeout), *restricted_flags(key),
-            "--grpc-infer-allocation-pool-size=16"]
+    return ["--model-repository=/models/current", *secure_flags(exit_timeout), *memory_flags(),
+            *restricted_flags(key)]
 
 
 def has_gpu() -> bool:
@@ -33,6 +33,8 @@ def container_spec(repository: Path, avatars: Path, image: str = IMAGE, gpu: boo
     """Keyword arguments for docker's `containers.run` (kept pure so it is testable without Docker)."""
     from docker.types import DeviceRequest
 
+    from talkserve.serve import SERVING_ENV
+
     root = Path(repository).absolute()
     if not (root / "current").exists():
         raise ValueError(f"{root} has no built repository (run `talkserve build --output {root}`)")
@@ -40,7 +42,7 @@ def container_spec(repository: Path, avatars: Path, image: str = IMAGE, gpu: boo
         "image": image, "command": triton_args(), "detach": True, "name": "talkserve",
         "user": "10001:10001", "read_only": True, "security_opt": ["no-new-privileges"], "cap_drop": ["ALL"],
         "shm_size": "2g", "tmpfs": {"/tmp": "size=1g"},
-        "environment": {"TALKSERVE_HOME": "/var/lib/talkserve"},
+        "environment": {"TALKSERVE_HOME": "/var/lib/talkserve", **SERVING_ENV},
         "volumes": {str(root): {"bind": "/models", "mode": "ro"},
                     str(Path(avatars).absolute().parent): {"bind": "/var/lib/talkserve", "mode": "ro"}},
         "ports": {"8000/tcp": ports[0], "8001/tcp": ports[1], "8002/tcp": ports[2]},

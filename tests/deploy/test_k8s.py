@@ -97,7 +97,7 @@ def flag(args: list[str], name: str) -> str:
 
 
 def test_deployment_keeps_the_ops_promises(rendered):
-    from talkserve.serve import ADMIN_APIS, ADMIN_HEADER, secure_flags
+    from talkserve.serve import ADMIN_APIS, ADMIN_HEADER, SERVING_ENV, memory_flags, secure_flags
 
     overlay, docs = rendered
     pod, c = container(docs)
@@ -121,8 +121,10 @@ def test_deployment_keeps_the_ops_promises(rendered):
     assert set(secure_flags(exit_timeout)) <= set(c["args"])
     for option in ("grpc-restricted-protocol", "http-restricted-api"):
         assert flag(c["args"], option) == f"{ADMIN_APIS}:{ADMIN_HEADER}=$(TALKSERVE_ADMIN_KEY)"
-    assert int(flag(c["args"], "grpc-infer-allocation-pool-size")) > 0
+    assert set(memory_flags()) <= set(c["args"])  # what a finished reply leaves allocated
     assert int(flag(c["args"], "grpc-max-response-pool-size")) > 0  # bounded response queue
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert {k: env.get(k) for k in SERVING_ENV} == SERVING_ENV  # the embedded server's environment
     # least privilege
     assert pod["automountServiceAccountToken"] is False
     pod_sc = pod["securityContext"]
