@@ -76,7 +76,9 @@ print(json.dumps({"first_chunk_s": end - loaded, "total_s": end - loaded, "load_
 
 
 def process_tree_rss_mb(root: int) -> float:
-    """Resident memory of a process and all its descendants (tritonserver + python stubs)."""
+    """Memory of a process and all its descendants (tritonserver + python stubs), as the sum of their
+    proportional set sizes: the python backend's shared-memory pool is mapped by tritonserver and by
+    each stub that sends through it, and summed VmRSS would count those pages once per process."""
     from talkserve.health import processes
 
     procs = list(processes())
@@ -85,12 +87,15 @@ def process_tree_rss_mb(root: int) -> float:
         more = {pid for pid, ppid, _ in procs if ppid in family} - family
         family |= more
         grew = bool(more)
-    total = 0
-    for pid in family:
-        with contextlib.suppress(OSError, StopIteration):  # the process ended while we looked
-            status = Path(f"/proc/{pid}/status").read_text().splitlines()
-            total += next(int(ln.split()[1]) for ln in status if ln.startswith("VmRSS:"))
-    return total / 1024
+    return sum(pss_mb(pid) for pid in family)
+
+
+def pss_mb(pid: int) -> float:
+    """A process's proportional set size (0 once it has ended)."""
+    with contextlib.suppress(OSError, StopIteration):  # the process ended while we looked
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        return next(int(ln.split()[1]) for ln in rollup if ln.startswith("Pss:")) / 1024
+    return 0.0
 
 
 def run_streams(url: str, server, n: int, retry=None) -> dict:
@@ -160,8 +165,10 @@ def say(label: str, r: dict) -> None:
 
 
 @contextlib.contextmanager
-def serving(repository: Path, log: Path, max_streams: int | None = None, degrade: bool = True):
-    """A server on a copy of `repository` with its stream limit and degradation set as a recipe would."""
+def serving(repository: Path, log: Path, max_streams: int | None = None, degrade: bool = True,
+            env: dict | None = None):
+    """A server on a copy of `repository` with its stream limit and degradation set as a recipe
+    would (`env`: over the server's environment)."""
     import shutil
 
     from talkserve import repository as repo
@@ -172,9 +179,10 @@ def serving(repository: Path, log: Path, max_streams: int | None = None, degrade
     copy = Path(tempfile.mkdtemp(prefix="talkserve-bench-repo-")) / "repository"
     shutil.copytree(repository.resolve(), copy, symlinks=True)
     admit = repo.update_params(copy / "admit", **({"max_streams": max_streams} if max_streams else {}))
+    repo.update_params(copy / "asr", admission=admit.model_dump())  # voice replies: the same limit
     degrade = repo.read_params(copy / "lipsync", spec.LipsyncParams).degrade.model_copy(update={"enabled": degrade})
     repo.update_params(copy / "lipsync", degrade=degrade.model_dump())
-    with Server(copy, Ports.free(), log=log) as server:
+    with Server(copy, Ports.free(), log=log, env=env or {}) as server:
         with TalkClient(f"127.0.0.1:{server.ports.grpc}") as c:  # warm-up: first requests pay lazy initialisation
             list(c.stream("Hello!", "sample"))
         yield server, admit.max_streams

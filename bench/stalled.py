@@ -6,7 +6,9 @@ client runs beside them to show the others' cost to it. Side by side, in one run
 `plain` readers (tritonclient only: their gRPC reader blocks, so HTTP/2 flow control stops the
 server's writes and what lipsync sent waits in the frontend) and `receipts` readers (TalkClient,
 which acknowledges each part it takes: the server computes at most `serving.unread_parts` ahead of
-it and gives it up after `serving.unread_timeout_s`).
+it and gives it up after `serving.unread_timeout_s`). A third run repeats the receipts readers
+with glibc's allocator defaults instead of the server's `SERVING_ENV` (fixed mmap threshold, two
+arenas), to show what those settings give back once the readers leave.
 
     python bench/stalled.py --readers 3 --seconds 20
 """
@@ -20,7 +22,9 @@ import time
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
-from pipeline import build, process_tree_rss_mb, serving
+from pipeline import build, process_tree_rss_mb, pss_mb, serving
+
+from talkserve.serve import SERVING_ENV
 
 QUESTION = "Tell me about pruning and quantization and distillation, please."
 
@@ -82,12 +86,30 @@ def warm_up(url: str, streams: int) -> None:
         t.join()
 
 
+def by_process(server) -> dict[str, float]:
+    """Proportional set size (MB) of tritonserver and of each python model's stub (by model name)."""
+    from talkserve.health import processes
+
+    out = {}
+    for pid, ppid, _ in processes():
+        if pid != server.proc.pid and ppid != server.proc.pid:
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        model = next((a.decode() for a in cmd if a.endswith(b"model.py")), "stub/1/model.py")
+        name = "tritonserver" if pid == server.proc.pid else Path(model).parent.parent.name
+        out[name] = out.get(name, 0.0) + pss_mb(pid)
+    return out
+
+
 def measure(server, url: str, readers: int, seconds: float, start_reader) -> dict:
     """Peak and after-leaving resident memory of the server tree with `readers` stalled readers."""
     from talkserve.client import TalkClient
 
     rss = lambda: process_tree_rss_mb(server.proc.pid)  # noqa: E731
-    idle = rss()
+    idle, idle_by = rss(), by_process(server)
     releases = [start_reader(url) for _ in range(readers)]
     start, peak = time.monotonic(), idle
     while time.monotonic() - start < seconds:  # the stalled readers alone
@@ -98,8 +120,10 @@ def measure(server, url: str, readers: int, seconds: float, start_reader) -> dic
     for release in releases:
         release()
     time.sleep(10)
-    return {"idle": idle, "peak": peak, "after": rss(), "per_reader": (peak - idle) / readers,
-            "first": reply[0].seconds}
+    after, after_by = rss(), by_process(server)
+    kept = {k: round(v - idle_by.get(k, 0.0)) for k, v in after_by.items() if abs(v - idle_by.get(k, 0.0)) >= 5}
+    return {"idle": idle, "peak": peak, "after": after, "per_reader": (peak - idle) / readers,
+            "first": reply[0].seconds, "kept_by_process": kept}
 
 
 def main() -> None:
@@ -107,6 +131,7 @@ def main() -> None:
     ap.add_argument("--readers", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--preset", default="fp32")
+    ap.add_argument("--repository", type=Path, help="a built repository/current to use instead of building")
     args = ap.parse_args()
     from talkserve.avatars import AvatarStore
     from talkserve.recipe import SAMPLE_PORTRAIT
@@ -115,21 +140,26 @@ def main() -> None:
         root = Path(tmp)
         db = root / "avatars.db"
         AvatarStore(db).add(SAMPLE_PORTRAIT, "sample")
-        current = build(args.preset, root, db)
+        current = args.repository or build(args.preset, root, db)
         results = {}
-        for mode, start_reader in (("receipts", stalled_talker), ("plain", plain_reader)):
+        glibc = {name: None for name in SERVING_ENV if name.startswith("MALLOC_")}
+        runs = (("receipts", stalled_talker, {}), ("plain", plain_reader, {}),
+                ("receipts, glibc defaults", stalled_talker, glibc))
+        for mode, start_reader, env in runs:
             # a fresh server per mode, warmed up alike: memory a process once grew is not returned
-            with serving(current, root / f"triton-{mode}.log", max_streams=args.readers + 1) as (server, _):
+            log = root / f"triton-{mode.replace(', ', '-').replace(' ', '-')}.log"
+            with serving(current, log, max_streams=args.readers + 1, env=env) as (server, _):
                 url = f"127.0.0.1:{server.ports.grpc}"
                 warm_up(url, args.readers)  # concurrent replies grow the server's buffers once: not a reader's cost
                 r = results[mode] = measure(server, url, args.readers, args.seconds, start_reader)
-            print(f"{mode:>8}: server tree idle {r['idle']:.0f} MB, peak {r['peak']:.0f} MB with {args.readers} "
+            print(f"{mode:>24}: server tree idle {r['idle']:.0f} MB, peak {r['peak']:.0f} MB with {args.readers} "
                   f"stalled readers (+{r['per_reader']:.0f} MB per reader), {r['after']:.0f} MB 10 s after they "
-                  f"left (+{r['after'] - r['idle']:.0f} MB kept); a reading client beside them: first chunk "
-                  f"{r['first']:.2f} s", flush=True)
-        plain, rec = results["plain"], results["receipts"]
-        print(f"per stalled reader: receipts {rec['per_reader']:.0f} MB vs plain {plain['per_reader']:.0f} MB")
-
+                  f"left (+{r['after'] - r['idle']:.0f} MB kept: {r['kept_by_process']}); a reading client "
+                  f"beside them: first chunk {r['first']:.2f} s", flush=True)
+        plain, rec, dflt = results["plain"], results["receipts"], results["receipts, glibc defaults"]
+        print(f"per stalled reader: receipts {rec['per_reader']:.0f} MB vs plain {plain['per_reader']:.0f} MB; "
+              f"kept 10 s after leaving: {rec['after'] - rec['idle']:.0f} MB with SERVING_ENV vs "
+              f"{dflt['after'] - dflt['idle']:.0f} MB with glibc's defaults")
 
 if __name__ == "__main__":
     main()
