@@ -153,11 +153,12 @@ class TalkClient:
     def __init__(self, url: str = "127.0.0.1:8001", model: str = MODEL, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
                  certificate_chain: str | None = None, grpc_error_codes: bool = False,
-                 retry: RetryPolicy = RetryPolicy(), admin_key: str | None = None, receipts: bool = False):
+                 retry: RetryPolicy = RetryPolicy(), admin_key: str | None = None, receipts: bool = True):
         """`ssl` + `root_certificates` for TLS; add `private_key` + `certificate_chain` for mTLS.
         `admin_key` (default $TALKSERVE_ADMIN_KEY) opens the statistics a deployment restricts.
-        `receipts`: acknowledge each chunk as it is taken from the stream, so the server computes at
-        most `serving.unread_parts` parts ahead of this reader (and gives it up if it stops reading)."""
+        `receipts` (on by default): acknowledge each chunk as it is taken from the stream, so the
+        server computes at most `serving.unread_parts` parts ahead of this reader (and gives it up
+        if it stops reading)."""
         self.model, self.retry, self.attempts, self.connections = model, retry, 0, 0
         self.receipts = receipts
         self.headers = dict(GRPC_ERROR_HEADERS) if grpc_error_codes else {}
@@ -228,7 +229,8 @@ class TalkClient:
     def _acknowledge(self, flow: str, parts: int) -> None:
         """Tell the server this reader has taken `parts` parts: a request to `ack` on the reply's own
         stream, so it reaches the replica that streams it whatever a router does meanwhile
-        (asynchronous; its response is skipped; a lost receipt is made up by the next)."""
+        (asynchronous; `ack` answers nothing, and anything it did answer is skipped by request id; a
+        lost receipt is made up by the next)."""
         receipt = [_bytes_input("receipts", flow), _array_input("parts", np.array([parts], np.int64), "INT64")]
         with contextlib.suppress(InferenceServerException):
             self.client.async_stream_infer(spec.ACK.name, receipt, request_id=RECEIPT)

@@ -276,8 +276,9 @@ ASR = ModelSpec("asr", (Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "I
                 AsrParams, "asr", instances=1)
 CANCEL = ModelSpec("cancel", _strings("conversation_id"), (Tensor("cancelled", "BOOL"),), NoParams, "cancel",
                    instances=1)
+# ack answers nothing (serving/models/ack.py says why): decoupled, each request closed by its final flag.
 ACK = ModelSpec("ack", (Tensor("receipts", "STRING"), Tensor("parts", "INT64")), (Tensor("acknowledged", "BOOL"),),
-                NoParams, "ack", instances=1)
+                NoParams, "ack", decoupled=True, instances=1)
 ADMIT = ModelSpec("admit", (Tensor("avatar_id", "STRING"), Tensor("conversation_id", "STRING", optional=True)),
                   (Tensor("stream", "STRING"),), AdmitParams, "admit", instances=2)  # a refusal waits for no one
 
