@@ -63,3 +63,54 @@ def test_receipts_change_nothing_a_reading_client_gets(receipts_server):
         replies.append([text for text, *_ in sentences.values()])
     assert replies[0] == replies[1] and len(replies[0]) > 1
     assert metric(receipts_server, "talkserve_lipsync_readers_given_up_total") == given_up
+
+
+def test_receipts_flooding_a_reply_stream_get_no_answers_and_the_reply_arrives_whole(receipts_server):
+    """ack answers nothing: its responses, written beside the reply's parts on one stream, made
+    Triton 2.51 abort (proto_buffer_writer). A flood of receipts on one stream: the reply completes,
+    none of them is answered, the server lives on."""
+    import queue
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from talkserve.client import OUTPUTS, RECEIPT
+    from talkserve.inputs import request_inputs
+
+    url = f"127.0.0.1:{receipts_server.ports.grpc}"
+    got: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(url)
+    client.start_stream(callback=lambda result, error: got.put((result, error)))
+    flow = "flood"
+    inputs = [*request_inputs("Hello!", "sample"), _receipts_input(flow)]
+    client.async_stream_infer("talking_head", inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS],
+                              enable_empty_final_response=True)
+    parts, ids = 0, []
+    while True:
+        result, error = got.get(timeout=120)
+        assert error is None, error
+        response = result.get_response()
+        ids.append(response.id)
+        if response.outputs:
+            parts += 1
+            for n in range(20):  # far more receipts than parts, while parts are being written
+                receipt = [_receipts_input(flow), grpcclient.InferInput("parts", [1], "INT64")]
+                receipt[1].set_data_from_numpy(np.array([parts + n], np.int64))
+                client.async_stream_infer("ack", receipt, request_id=RECEIPT)
+        if response.parameters["triton_final_response"].bool_param:
+            break
+    time.sleep(1.0)  # answers to receipts, if any, would have arrived by now
+    client.stop_stream()
+    client.close()
+    assert parts >= 2 and RECEIPT not in ids and got.empty()
+    with TalkClient(url) as reader:  # the server lives on
+        assert list(reader.stream("Thanks.", "sample", max_new_tokens=6))
+
+
+def _receipts_input(flow: str):
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    tensor = grpcclient.InferInput("receipts", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([flow.encode()], dtype=np.object_))
+    return tensor
