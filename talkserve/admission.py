@@ -16,9 +16,9 @@ stage gets there last. A lease nobody has touched for `lease_seconds` (a stage d
 counting, so a crash cannot shrink the server's capacity for good; one that llm has not claimed
 within `claim_seconds` stops counting too (the entry model was called on its own — asr transcribing
 for a client — or the reply died before llm), while llm waiting longer to claim it only lets one
-more reply in. Admission itself takes a file
-lock, so two entry-model instances cannot both take the last slot. A new reply in a conversation that
-already holds a slot (barge-in) is not counted against it: it supersedes that reply, which stops.
+more reply in. Admission itself takes a file lock, so two entry-model instances cannot both take
+the last slot. A new reply in a conversation that already holds a slot (barge-in) is not counted
+against it: it supersedes that reply, which stops.
 """
 
 from __future__ import annotations
@@ -63,19 +63,23 @@ class Streams:
     def _leases(self) -> Iterator[Path]:
         return (p for p in self.root.iterdir() if p.is_dir())
 
-    def _alive(self, lease: Path, now: float) -> bool:
+    @staticmethod
+    def _age(lease: Path, now: float) -> float | None:
+        """Seconds since the lease was last touched; None once it has ended."""
         try:
-            return now - lease.stat().st_mtime < self.lease_seconds
+            return now - lease.stat().st_mtime
         except FileNotFoundError:  # ended while we looked
-            return False
+            return None
+
+    def _alive(self, lease: Path, now: float) -> bool:
+        age = self._age(lease, now)
+        return age is not None and age < self.lease_seconds
 
     def _counts(self, lease: Path, now: float) -> bool:
-        if not self._alive(lease, now):
+        age = self._age(lease, now)  # one stat: leases are counted on every admission
+        if age is None or age >= self.lease_seconds:
             return False
-        try:
-            return (lease / "claimed").exists() or now - lease.stat().st_mtime < self.claim_seconds
-        except FileNotFoundError:
-            return False
+        return age < self.claim_seconds or (lease / "claimed").exists()
 
     def active(self, besides: str = "") -> int:
         """Live streams, not counting those of conversation `besides` (hashed)."""

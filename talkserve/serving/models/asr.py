@@ -1,6 +1,6 @@
 """Triton python model `asr`: an utterance's PCM → the recognised text (silero-vad + Whisper).
 
-talkserve_voice's entry: a reply first takes a stream slot (talkserve.admission, the limit admit
+talking_head_voice's entry: a reply first takes a stream slot (talkserve.admission, the limit admit
 has) or is refused at once, before any recognition. Bad audio (empty, NaN, too long, unsupported
 rate, no speech) is INVALID_ARGUMENT naming the field, and gives its slot back; `started_at` starts
 the request clock that lipsync's time-to-first-chunk metric reads.
