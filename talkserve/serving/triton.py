@@ -96,9 +96,9 @@ class StreamGate:
 
     def admit(self, request) -> str:
         """The request's stream id (its conversation, if named, may barge in on its own slot)."""
-        conversation = optional_input(request, "conversation_id")
         # Only a key here: llm validates the field (and counts a bad one by name).
-        conversation = "" if conversation is None else bytes(conversation.reshape(-1)[0]).decode("utf-8", "replace")
+        named = optional_input(request, "conversation_id") is not None
+        conversation = scalar_bytes(request, "conversation_id").decode("utf-8", "replace") if named else ""
         try:
             stream = self.streams.admit(self.limit, conversation)
         except Overloaded:
