@@ -181,8 +181,9 @@ class TalkClient:
         self.client = self._connect()
         self.connections += 1
 
-    def _headers(self, conversation_id: str | None) -> dict[str, str] | None:
-        headers = {**self.headers, **({CONVERSATION_HEADER: conversation_id} if conversation_id else {})}
+    def _headers(self, route: str | None) -> dict[str, str] | None:
+        """`route`: the key the router keeps on one replica (a conversation, or one reply's flow)."""
+        headers = {**self.headers, **({CONVERSATION_HEADER: route} if route else {})}
         return headers or None
 
     def stream(self, text: str | bytes, avatar_id: str | bytes, max_new_tokens: int | None = None,
@@ -220,9 +221,15 @@ class TalkClient:
 
     def cancel(self, conversation_id: str) -> None:
         """Stop the reply `conversation_id` has streaming (its stages stop at their next check)."""
+        self._cancel(conversation_id, None)
+
+    def _cancel(self, conversation_id: str | None, flow: str | None) -> None:
+        """Stop a reply by its conversation and/or the flow this reader streamed it under (a reader
+        that leaves says so: the server stops computing it now, not after `unread_timeout_s`)."""
+        inputs = [_bytes_input(name, value) for name, value in [("conversation_id", conversation_id),
+                                                                ("receipts", flow)] if value]
         try:
-            self.client.infer("cancel", [_bytes_input("conversation_id", conversation_id)],
-                              headers=self._headers(conversation_id))
+            self.client.infer("cancel", inputs, headers=self._headers(conversation_id or flow))
         except InferenceServerException as e:
             raise _error(e) from None
 
@@ -242,8 +249,9 @@ class TalkClient:
         if flow:
             inputs = [*inputs, _bytes_input("receipts", flow)]
         taken = 0
+        # The routing key: the conversation, or this reply's flow, so its cancel reaches its replica.
         self.client.start_stream(callback=lambda result, error: results.put((time.monotonic(), result, error)),
-                                 headers=self._headers(conversation_id))
+                                 headers=self._headers(conversation_id or flow))
         cancelled = True  # unless the stream ends normally: an abandoned generator cancels its request
         status, first = "CANCELLED", True
         try:
@@ -300,10 +308,11 @@ class TalkClient:
                     return
         finally:
             self.client.stop_stream(cancel_requests=cancelled)
-            if cancelled and conversation_id and status not in ("INVALID_ARGUMENT", "UNAVAILABLE"):
-                # Triton's cancel does not reach ensemble steps already running; the turn does.
+            if cancelled and (conversation_id or flow) and status not in ("INVALID_ARGUMENT", "UNAVAILABLE"):
+                # Triton's cancel does not reach ensemble steps already running; the turn and the
+                # flow do.
                 with contextlib.suppress(TalkError):  # the server is gone: nothing left to stop
-                    self.cancel(conversation_id)
+                    self._cancel(conversation_id, flow)
             REQUESTS.labels(model, status).inc()
 
     def conversation(self, avatar_id: str, conversation_id: str | None = None, history: History | None = None,

@@ -7,6 +7,8 @@ field) and acknowledges the parts it has taken, with a small request to the `ack
 then computes the next part only while fewer than `window` parts of that flow are unacknowledged,
 and gives the reply up when nothing is acknowledged for `timeout_s` (the reader left or hung).
 So a stalled reader holds at most `window` parts in the server, and none once it is given up.
+A reader that leaves early (its deadline passed, it closed the reply) says so (`cancel` with the
+flow): the reply stops at its next part rather than holding its stream slot for `timeout_s`.
 
 The stubs are separate processes: one small file per flow under the server's scratch directory
 (as talkserve.turns), written by atomic rename.
@@ -43,6 +45,13 @@ class Receipts:
         except (FileNotFoundError, ValueError):
             return 0
 
+    def leave(self, flow: str) -> None:
+        """The reader has left (timed out, closed the reply): the flow's next part is not computed."""
+        self._file(flow).with_suffix(".left").touch()
+
+    def left(self, flow: str) -> bool:
+        return self._file(flow).with_suffix(".left").exists()
+
     def acknowledge(self, flow: str, parts: int) -> None:
         """The reader has taken `parts` parts of `flow` in all (acks may arrive out of order: keep the most)."""
         if parts <= self.acknowledged(flow):
@@ -64,10 +73,13 @@ class Receipts:
     def wait_for_room(self, flow: str, sent: int, window: int, timeout_s: float,
                       live: Callable[[], bool] = lambda: True, poll_s: float = 0.01) -> bool:
         """Block until fewer than `window` of the `sent` parts are unacknowledged. False if the reply
-        stopped meanwhile (`live`); ReaderGone after `timeout_s` without a new acknowledgement."""
+        stopped meanwhile (`live`) or its reader said it left; ReaderGone after `timeout_s` without a
+        new acknowledgement (a reader that left without a word)."""
+        if self.left(flow):
+            return False
         last, since = self.acknowledged(flow), time.monotonic()
         while sent - last >= window:
-            if not live():
+            if not live() or self.left(flow):
                 return False
             if time.monotonic() - since > timeout_s:
                 raise ReaderGone(f"flow {flow[:12]}: {sent - last} parts unread for {timeout_s:.0f} s")

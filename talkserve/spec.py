@@ -274,8 +274,10 @@ ASR = ModelSpec("asr", (Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "I
                         Tensor("conversation_id", "STRING", optional=True)),
                 (Tensor("text", "STRING"), Tensor("started_at", "FP64"), Tensor("stream", "STRING")),
                 AsrParams, "asr", instances=1)
-CANCEL = ModelSpec("cancel", _strings("conversation_id"), (Tensor("cancelled", "BOOL"),), NoParams, "cancel",
-                   instances=1)
+# cancel stops a reply named by its conversation (barge-in), or by its flow (a reader that left).
+CANCEL = ModelSpec("cancel", (Tensor("conversation_id", "STRING", optional=True),
+                              Tensor("receipts", "STRING", optional=True)),
+                   (Tensor("cancelled", "BOOL"),), NoParams, "cancel", instances=1)
 # ack answers nothing (serving/models/ack.py says why): decoupled, each request closed by its final flag.
 ACK = ModelSpec("ack", (Tensor("receipts", "STRING"), Tensor("parts", "INT64")), (Tensor("acknowledged", "BOOL"),),
                 NoParams, "ack", decoupled=True, instances=1)

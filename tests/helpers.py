@@ -21,6 +21,23 @@ def metric(server, name: str, **labels: str) -> float:
     return sum(values)
 
 
+def streams_held(server) -> int:
+    """Replies holding a stream slot of `server` now (its admission leases, talkserve.admission)."""
+    from talkserve.admission import Streams
+    from talkserve.turns import server_scratch
+
+    return Streams(server_scratch("streams", server.proc.pid)).active()
+
+
+def wait_streams_free(server, timeout: float) -> float:
+    """Seconds until no reply holds a stream slot (fails after `timeout`)."""
+    start = time.monotonic()
+    while (held := streams_held(server)) > 0:
+        assert time.monotonic() - start < timeout, f"{held} stream slots still held {timeout}s later"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 def wait_idle(server, timeout: float) -> float:
     """Seconds until no request is pending and no generation loop runs (fails after `timeout`)."""
     start = time.monotonic()

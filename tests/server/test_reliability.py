@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from helpers import metric, start_serve, triton_under, wait_idle
+from helpers import metric, start_serve, streams_held, triton_under, wait_idle, wait_streams_free
 
 from talkserve.client import TalkClient, TalkError, stream_error_status
 
@@ -90,6 +90,10 @@ def test_deadline_shorter_than_the_reply(server, url):
     with TalkClient(url) as client, pytest.raises(TalkError) as e:
         list(client.stream("How does this work?", "sample", timeout=0.5))
     assert e.value.status == "DEADLINE_EXCEEDED"
+    # The client says it left (cancel with its receipts flow): the slot is free in seconds, not
+    # held until the server gives the silent reader up (unread_timeout_s, 10 s).
+    freed = wait_streams_free(server, 3.0)
+    print(f"deadline → slot free in {freed:.2f}s")
     deadline = time.monotonic() + 30  # the cancelled reply's remaining steps are dropped or finish
     while metric(server, "nv_inference_pending_request_count") > 0:
         assert time.monotonic() < deadline, "requests still pending 30 s after the deadline"
@@ -107,6 +111,21 @@ def test_abandoning_a_stream_stops_the_server_work_within_two_seconds(server, ur
     frames = metric(server, "talkserve_lipsync_frames_total")
     time.sleep(1.0)
     assert metric(server, "talkserve_lipsync_frames_total") - frames <= 25  # no new sentence drawn
+
+
+def test_closing_a_reply_outside_any_conversation_stops_it_and_frees_its_slot(server, url):
+    """No conversation to cancel: the flow the reader streamed under names the reply instead."""
+    with TalkClient(url) as client:
+        reply = client.stream("How does this work?", "sample")
+        next(reply)
+        assert streams_held(server) == 1
+        reply.close()
+    freed = wait_streams_free(server, 3.0)
+    wait_idle(server, 2.0)
+    frames = metric(server, "talkserve_lipsync_frames_total")
+    time.sleep(1.0)
+    assert metric(server, "talkserve_lipsync_frames_total") - frames <= 25  # no new sentence drawn
+    print(f"closed → slot free in {freed:.2f}s")
 
 
 SOAK_SECONDS = 120
@@ -127,6 +146,9 @@ def complete_and_in_order(chunks) -> bool:
 
 
 def test_eight_streams_for_two_minutes(server, url):
+    # Eight streams on an otherwise idle server: a reader an earlier test left without a word holds
+    # its slot until the server gives it up (unread_timeout_s).
+    wait_streams_free(server, 30.0)
     end = time.monotonic() + SOAK_SECONDS
     replies, failures = [], []
 

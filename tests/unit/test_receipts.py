@@ -47,3 +47,13 @@ def test_a_reader_that_acknowledges_nothing_is_given_up_and_each_receipt_restart
 
 def test_a_stopped_reply_does_not_wait(tmp_path):
     assert not Receipts(tmp_path).wait_for_room("f", sent=3, window=1, timeout_s=5, live=lambda: False)
+
+
+def test_a_reader_that_says_it_left_stops_its_flow_at_once_and_no_other(tmp_path):
+    r = Receipts(tmp_path)
+    threading.Timer(0.2, lambda: Receipts(tmp_path).leave("f")).start()  # `cancel`, another process
+    start = time.monotonic()
+    assert not r.wait_for_room("f", sent=3, window=1, timeout_s=5, poll_s=0.01)  # a full window, then it left
+    assert 0.15 < time.monotonic() - start < 1
+    assert r.left("f") and not r.wait_for_room("f", sent=0, window=2, timeout_s=5)  # with room, too
+    assert not r.left("g") and r.wait_for_room("g", sent=0, window=2, timeout_s=5)

@@ -100,10 +100,11 @@ class TritonPythonModel:
             self.batch_hist.observe(len(mel))
             return wav2lip(mel, face)
 
-    def _live(self, request, turn: str) -> bool:
+    def _live(self, request, turn: str, flow: str) -> bool:
+        """Not cancelled, not superseded (barge-in), and its reader has not said it left."""
         with self.ipc:
             cancelled = request.is_cancelled()
-        return not cancelled and self.turns.is_current(turn)
+        return not cancelled and self.turns.is_current(turn) and not (flow and self.receipts.left(flow))
 
     def _room(self, flow: str, live) -> bool:
         """Whether the next part of `flow` may be computed: once its reader has taken all but
@@ -179,8 +180,9 @@ class TritonPythonModel:
         index = int(optional_input(request, "chunk_index")[0])
         turn = scalar_bytes(request, "turn").decode()
         key = stream if stream != NO_STREAM else turn if turn != NO_TURN else ""  # whose order to keep
+        flow = scalar_bytes(request, "receipts").decode()
         with released(self.ipc):
-            waited = self.order.wait(key, index, lambda: self._live(request, turn))
+            waited = self.order.wait(key, index, lambda: self._live(request, turn, flow))
         try:
             with self.batcher.drawing():
                 self._draw(request, sender, stream)
@@ -207,7 +209,7 @@ class TritonPythonModel:
             return
 
         def live() -> bool:
-            return self._live(request, turn)
+            return self._live(request, turn, flow)
 
         def generate(mel, face):  # checked before each part's compute, so a stop wastes none
             if not live():

@@ -16,6 +16,7 @@ from talkserve.emotion import parse_emotion, style
 from talkserve.generate import prompt_ids, stream_reply
 from talkserve.paths import avatar_db
 from talkserve.prefix_cache import PrefixCache
+from talkserve.receipts import Receipts
 from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, bls, optional_input, scalar_bytes, stream_each
 from talkserve.spec import LLMParams
 from talkserve.text import RequestError, decode_history, decode_text
@@ -41,7 +42,7 @@ class TritonPythonModel:
         self.max_prompt = p.max_prompt_tokens
         self.cache = PrefixCache(int(p.prefix_cache_mib * 2**20))
         self.store = AvatarStore(avatar_db(p.avatar_db), read_only=True)
-        self.turns = Turns()
+        self.turns, self.receipts = Turns(), Receipts()  # a reply stops when cancelled or its reader left
         self.streams = Streams()
         self.decoder_outputs = self.layout.output_names()
         self._init_metrics()
@@ -123,7 +124,8 @@ class TritonPythonModel:
 
         def step(feeds):
             nonlocal first
-            if request.is_cancelled() or not self.turns.is_current(turn):
+            stopped = not self.turns.is_current(turn) or (receipts and self.receipts.left(receipts))
+            if request.is_cancelled() or stopped:
                 raise Cancelled
             out = bls("llm_decoder", feeds, self.decoder_outputs)
             if first:
