@@ -10,6 +10,7 @@ like the turns are:
         claimed       written by llm when the reply reaches it
         total         written by llm when its loop ends: how many sentences it streamed
         done-<i>      written by lipsync when sentence i is drawn (or stopped, or had no speech)
+        kept-clock    lipsync: the client's playback clock, for whichever instance draws the next sentence
 
 The stream ends (its directory goes) once `total` is written and every sentence is done, whichever
 stage gets there last. A lease nobody has touched for `lease_seconds` (a stage died mid-reply) stops
@@ -126,6 +127,26 @@ class Streams:
         if (lease := self._lease(stream)) is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.utime(lease)
+
+    def running_streams(self) -> list[str]:
+        return [p.name for p in self._leases()]
+
+    def keep(self, stream: str, name: str, text: str) -> None:
+        """A stage's note on a running stream, read by any instance and gone with the stream."""
+        if (lease := self._lease(stream)) is None:
+            return
+        with contextlib.suppress(FileNotFoundError):  # the stream ended meanwhile
+            tmp = lease / f".{name}.{os.getpid()}.{time.monotonic_ns()}"
+            tmp.write_text(text)
+            os.replace(tmp, lease / f"kept-{name}")
+
+    def kept(self, stream: str, name: str) -> str | None:
+        if stream == NO_STREAM or not stream.isalnum():
+            return None
+        try:
+            return (self.root / stream / f"kept-{name}").read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def sent(self, stream: str, sentences: int) -> None:
         """llm: the loop has ended after streaming `sentences` sentences (0: it failed or was stopped first)."""

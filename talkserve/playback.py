@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -41,14 +41,21 @@ class Playback:
 
     first_at: float | None = None
     sent_s: float = 0.0
-    touched: float = field(default_factory=time.monotonic)
 
     def sent(self, seconds: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         if self.first_at is None:
             self.first_at = now
         self.sent_s += seconds
-        self.touched = now
+
+    def dumps(self) -> str:
+        """As text for another process (`time.monotonic` is one clock for the whole machine)."""
+        return f"{self.first_at!r} {self.sent_s!r}"
+
+    @classmethod
+    def loads(cls, text: str) -> Playback:
+        first_at, sent_s = text.split()
+        return cls(None if first_at == "None" else float(first_at), float(sent_s))
 
     def buffered(self, now: float | None = None) -> float:
         """Seconds of audio the client still has to play (≤ 0: it is stalled); inf before the first chunk."""

@@ -10,8 +10,9 @@ So a stalled reader holds at most `window` parts in the server, and none once it
 A reader that leaves early (its deadline passed, it closed the reply) says so (`cancel` with the
 flow): the reply stops at its next part rather than holding its stream slot for `timeout_s`.
 
-The stubs are separate processes: one small file per flow under the server's scratch directory
-(as talkserve.turns), written by atomic rename.
+The stubs are separate processes (and `lipsync` may run several instances, each drawing any of a
+reply's sentences): small files per flow under the server's scratch directory (as talkserve.turns),
+written by atomic rename — what the reader acknowledged, what was sent, whether it left.
 """
 
 from __future__ import annotations
@@ -52,13 +53,27 @@ class Receipts:
     def left(self, flow: str) -> bool:
         return self._file(flow).with_suffix(".left").exists()
 
+    def sent(self, flow: str) -> int:
+        """Parts of `flow` sent so far, by whichever `lipsync` instance drew them."""
+        try:
+            return int(self._file(flow).with_suffix(".sent").read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def note_sent(self, flow: str, parts: int) -> None:
+        """`parts` of `flow` sent in all (its sentences are drawn one after another: no two writers)."""
+        self._write(self._file(flow).with_suffix(".sent"), parts)
+
+    def _write(self, path: Path, n: int) -> None:
+        tmp = self.root / f".{os.getpid()}.{time.monotonic_ns()}"
+        tmp.write_text(str(n))
+        os.replace(tmp, path)
+
     def acknowledge(self, flow: str, parts: int) -> None:
         """The reader has taken `parts` parts of `flow` in all (acks may arrive out of order: keep the most)."""
         if parts <= self.acknowledged(flow):
             return
-        tmp = self.root / f".{os.getpid()}.{time.monotonic_ns()}"
-        tmp.write_text(str(parts))
-        os.replace(tmp, self._file(flow))
+        self._write(self._file(flow), parts)
         self._forget_idle()
 
     def _forget_idle(self) -> None:

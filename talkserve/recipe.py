@@ -86,6 +86,9 @@ class LipsyncRecipe(Strict):
     degrade: DegradeConfig = Field(
         default_factory=DegradeConfig, description="Under load, the warp mouth for a Wav2Lip reply's next sentence "
                                                    "instead of a stall (counted and logged)")
+    instances: int = Field(
+        1, ge=1, description="lipsync model instances (stub processes): each draws any stream's sentences, each "
+                             "stream's parts still leave in order; more draw paste-back and the warp on more cores")
 
 
 class Wav2LipRecipe(Strict):

@@ -260,7 +260,8 @@ LLM = ModelSpec(
     (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("avatar_id", "STRING"),
      Tensor("started_at", "FP64"), *_strings("emotion", "turn", "user_text", "stream", "receipts")),
     LLMParams, "llm", decoupled=True)
-# tts and lipsync see a reply's sentences one request each; one instance takes them in arrival order.
+# tts and lipsync see a reply's sentences one request each. One tts instance speaks them in arrival order;
+# lipsync instances (the recipe's) keep each stream's order between them (lipsync.batching.InOrder).
 TTS = ModelSpec("tts", _strings("reply_text", "emotion", "turn"),
                 (Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32")), TTSParams, "tts", instances=1)
 LIPSYNC = ModelSpec(
@@ -268,7 +269,7 @@ LIPSYNC = ModelSpec(
     (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("audio", "FP32", (-1,)),
      Tensor("sample_rate", "INT32"), Tensor("avatar_id", "STRING"), Tensor("started_at", "FP64"),
      *_strings("emotion", "turn", "user_text", "stream", "receipts")),
-    (*RESPONSE, USER_TEXT), LipsyncParams, "lipsync", decoupled=True, instances=1)
+    (*RESPONSE, USER_TEXT), LipsyncParams, "lipsync", decoupled=True)
 # asr admits voice replies (a stream slot, as admit does for text) before it recognises anything.
 ASR = ModelSpec("asr", (Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32"),
                         Tensor("conversation_id", "STRING", optional=True)),

@@ -49,15 +49,20 @@ def wait_idle(server, timeout: float) -> float:
     raise AssertionError(f"server still busy {timeout}s later")
 
 
-def edited_copy(current, folder, **changes: dict) -> Path:
+def edited_copy(current, folder, instances: dict[str, int] | None = None, **changes: dict) -> Path:
     """A copy of the built repository `current` in `folder` with some models' parameters changed,
-    e.g. `lipsync={"degrade": {"enabled": False}}`, as a build with that recipe would write them."""
+    e.g. `lipsync={"degrade": {"enabled": False}}`, and instance counts (`instances={"lipsync": 2}`),
+    as a build with that recipe would write them."""
     from talkserve import repository as repo
 
     root = Path(folder) / "repository"
     shutil.copytree(Path(current).resolve(), root, symlinks=True)
     for model, params in changes.items():
         repo.update_params(root / model, **params)
+    for model, count in (instances or {}).items():
+        cfg = repo.read_config(root / model)
+        cfg.instance_group[0].count = count
+        repo.write_config(root / model, cfg)
     return root
 
 

@@ -9,19 +9,24 @@ safe and cheap, both pure (tested without Triton):
   saturated by 25 frames; on a CPU the calls at least stop queueing behind each other). A caller
   whose batch is ready runs it (leader/follower: no extra thread); one call runs at a time.
 - `InOrder`: sentence i of a stream starts sending only once sentence i - 1 has finished, so a
-  stream's parts leave in order although its sentences run on separate threads.
+  stream's parts leave in order although its sentences run on separate threads — and in separate
+  `lipsync` instances (stub processes) when there are several.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from talkserve.lipsync.frames import Generator
+from talkserve.turns import server_scratch
 
 
 @dataclass
@@ -119,33 +124,47 @@ class _Drawing:
 
 
 class InOrder:
-    """Per key (a stream), sentence `index` waits until every lower index has finished.
+    """Per key (a stream), sentence `index` waits until sentence `index - 1` has finished — whichever
+    `lipsync` instance (stub process) drew it: a finished sentence is a marker file under `root`
+    (the server's scratch, as talkserve.turns), so order is per stream, not per instance.
 
-    Keys are forgotten `forget_s` after their last sentence. A key of "" has no order to keep
-    (requests from no stream and no conversation): those sentences run one at a time, as a single
-    instance ran everything before."""
+    Markers are forgotten `forget_s` after they were written. A key of "" has no order to keep
+    (requests from no stream and no conversation): those sentences run one at a time in this
+    instance, as a single instance ran everything before."""
 
-    def __init__(self, timeout_s: float = 60.0, forget_s: float = 600.0):
-        self.timeout_s, self.forget_s = timeout_s, forget_s
-        self.cv = threading.Condition()
-        self.done: dict[str, tuple[int, float]] = {}  # key → (sentences finished in a row, when)
+    def __init__(self, root: Path | None = None, timeout_s: float = 60.0, forget_s: float = 600.0,
+                 poll_s: float = 0.02):
+        self.root = root or server_scratch("order")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.timeout_s, self.forget_s, self.poll_s = timeout_s, forget_s, poll_s
+        self.cv = threading.Condition()  # wakes this instance's waiters at once; `poll_s` finds the others'
         self.unkeyed = threading.Lock()
+        self.swept = time.monotonic()
+
+    def _marker(self, key: str, index: int) -> Path:
+        return self.root / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.{index}"
 
     def wait(self, key: str, index: int, live: Callable[[], bool] = lambda: True) -> bool:
         """Block until `index` may start; False if it gave up (timeout, or `live()` turned false)."""
         if key == "":
             return self.unkeyed.acquire(timeout=self.timeout_s)
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            with self.cv:
-                if self.done.get(key, (0, 0.0))[0] >= index:
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cv.wait(timeout=min(left, 0.1))
-            if not live():  # outside the condition's lock: live() may wait on locks of its own
+        if index <= 0:
+            return True
+        before = self._marker(key, index - 1)
+        deadline = asked = time.monotonic()
+        deadline += self.timeout_s
+        while not before.exists():
+            now = time.monotonic()
+            if now >= deadline:
                 return False
+            if now - asked >= 0.1:  # live() is a call into the server: not on every poll
+                if not live():  # outside the condition's lock: live() may wait on locks of its own
+                    return False
+                asked = now
+            with self.cv:
+                if not before.exists():
+                    self.cv.wait(timeout=self.poll_s)
+        return True
 
     def finished(self, key: str, index: int, waited: bool) -> None:
         """Sentence `index` of `key` sent its last part (or will send none); `waited`: what wait() said."""
@@ -153,10 +172,15 @@ class InOrder:
             if waited:
                 self.unkeyed.release()
             return
-        now = time.monotonic()
+        self._marker(key, index).touch()
         with self.cv:
-            count = self.done.get(key, (0, 0.0))[0]
-            self.done[key] = (max(count, index + 1), now)
-            for k in [k for k, (_, t) in self.done.items() if now - t > self.forget_s]:
-                del self.done[k]
             self.cv.notify_all()
+        if time.monotonic() - self.swept > 60:
+            self._forget_old()
+
+    def _forget_old(self) -> None:
+        self.swept, cutoff = time.monotonic(), time.time() - self.forget_s
+        for f in self.root.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # another instance forgot it first
+                if f.stat().st_mtime < cutoff:
+                    f.unlink()

@@ -1,6 +1,7 @@
-"""Several streams at once on the real tritonserver: one `lipsync` instance draws their sentences
-side by side, joins their Wav2Lip parts into shared generator calls, and every stream still gets
-its own reply with its parts in order — the same reply it gets alone."""
+"""Several streams at once on the real tritonserver: two `lipsync` instances draw their sentences
+side by side (the scheduler hands either instance any sentence), each joins the Wav2Lip parts of
+the sentences it draws into shared generator calls, and every stream still gets its own reply with
+its parts in order — the same reply it gets alone."""
 
 from __future__ import annotations
 
@@ -13,16 +14,19 @@ from helpers import edited_copy, metric
 
 from talkserve.client import TalkClient
 
-QUESTIONS = ["How does this work?", "Tell me a joke.", "Who are you?"]
+QUESTIONS = ["How does this work?", "Tell me a joke.", "Who are you?", "What can you do?"]
+INSTANCES = 2
 
 
 @pytest.fixture(scope="module")
 def wav2lip_only(built, tmp_path_factory):
-    """The suite's build with degradation off, so every part is Wav2Lip's (and goes through the batcher)."""
+    """The suite's build with two lipsync instances and degradation off, so every part is Wav2Lip's
+    (and goes through a batcher)."""
     from talkserve.serve import Ports, Server
 
     _, current = built
-    root = edited_copy(current, tmp_path_factory.mktemp("batching"), lipsync={"degrade": {"enabled": False}})
+    root = edited_copy(current, tmp_path_factory.mktemp("batching"), instances={"lipsync": INSTANCES},
+                       lipsync={"degrade": {"enabled": False}})
     srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
     yield srv
     assert srv.stop() == 0
@@ -31,6 +35,10 @@ def wav2lip_only(built, tmp_path_factory):
 def reply(url: str, question: str):
     with TalkClient(url) as client:
         return list(client.stream(question, "sample", max_new_tokens=40))
+
+
+def sentences_by_instance(server) -> list[float]:
+    return [metric(server, "talkserve_lipsync_sentences_total", instance=f"lipsync_0_{i}") for i in range(INSTANCES)]
 
 
 def test_concurrent_streams_share_generator_calls_and_each_gets_its_own_reply_in_order(built, wav2lip_only):
@@ -44,6 +52,7 @@ def test_concurrent_streams_share_generator_calls_and_each_gets_its_own_reply_in
     url = f"127.0.0.1:{server.ports.grpc}"
     alone = {q: reply(url, q) for q in QUESTIONS}
     calls = metric(server, "talkserve_lipsync_generator_calls_total")
+    drawn_before = sentences_by_instance(server)
     together: dict[str, list] = {}
     threads = [threading.Thread(target=lambda q=q: together.__setitem__(q, reply(url, q))) for q in QUESTIONS]
     for t in threads:
@@ -52,6 +61,9 @@ def test_concurrent_streams_share_generator_calls_and_each_gets_its_own_reply_in
         t.join(600)
     parts = sum(len(chunks) for chunks in together.values())
     assert metric(server, "talkserve_lipsync_generator_calls_total") - calls < parts  # parts were joined
+    drawn = [after - before for after, before in zip(sentences_by_instance(server), drawn_before, strict=True)]
+    assert sum(drawn) == len({(q, c.index) for q in QUESTIONS for c in together[q]})
+    assert min(drawn) > 0, drawn  # both instances drew (each stream's order held above all the same)
     session = ort.InferenceSession(str(Path(server.repository) / "wav2lip" / "1" / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
     avatar = AvatarStore(recipe.serving.avatar_db).get("sample")

@@ -113,3 +113,18 @@ def test_processes_racing_for_the_last_slots_never_exceed_the_limit(tmp_path):
     assert sum(results.get(timeout=5) for _ in procs) == 3
     assert Streams(tmp_path).active() == 3 and os.path.exists(tmp_path / ".lock")
 
+
+
+def test_what_a_stage_keeps_on_a_stream_is_read_by_another_and_goes_with_the_stream(tmp_path):
+    stream = Streams(tmp_path).admit(2)
+    other = Streams(tmp_path)  # another lipsync instance
+    assert other.kept(stream, "clock") is None
+    Streams(tmp_path).keep(stream, "clock", "1.5 2.0")
+    assert other.kept(stream, "clock") == "1.5 2.0" and other.running_streams() == [stream]
+    other.sent(stream, 1)
+    assert other.active() == 1  # a kept note is not a drawn sentence
+    other.done(stream, 0)
+    assert other.kept(stream, "clock") is None and other.running_streams() == []
+    other.keep(stream, "clock", "3 4")  # an ended stream keeps nothing
+    assert other.kept(stream, "clock") is None and not (tmp_path / stream).exists()
+    assert other.kept(NO_STREAM, "clock") is None and other.kept("../x", "clock") is None

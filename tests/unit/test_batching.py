@@ -96,8 +96,8 @@ def test_a_generator_error_reaches_every_caller_of_its_batch():
     assert errors == ["engine failed"] * 2
 
 
-def test_sentences_of_a_stream_finish_in_order_whatever_order_they_start_in():
-    order, sent = InOrder(timeout_s=10), []
+def test_sentences_of_a_stream_finish_in_order_whatever_order_they_start_in(tmp_path):
+    order, sent = InOrder(tmp_path, timeout_s=10), []
 
     def sentence(key: str, i: int) -> None:
         waited = order.wait(key, i)
@@ -114,17 +114,39 @@ def test_sentences_of_a_stream_finish_in_order_whatever_order_they_start_in():
         assert [i for k, i in sent if k == key] == [0, 1, 2, 3]
 
 
-def test_a_sentence_whose_predecessor_never_comes_gives_up_and_lets_the_next_go():
-    order = InOrder(timeout_s=0.2)
+def test_sentences_drawn_by_two_instances_still_leave_in_order_per_stream(tmp_path):
+    # two lipsync instances share nothing but the scratch directory; the scheduler hands each
+    # any sentence, so sentence i of a stream may wait on the other instance's i - 1
+    instances, sent, lock = [InOrder(tmp_path, timeout_s=10) for _ in range(2)], [], threading.Lock()
+
+    def sentence(order: InOrder, key: str, i: int) -> None:
+        waited = order.wait(key, i)
+        time.sleep(0.005)  # drawing
+        with lock:
+            sent.append((key, i))
+        order.finished(key, i, waited)
+
+    threads = [threading.Thread(target=sentence, args=(instances[(i + j) % 2], k, i))
+               for i in (4, 3, 2, 1, 0) for j, k in enumerate(("a", "b", "c"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for key in ("a", "b", "c"):
+        assert [i for k, i in sent if k == key] == [0, 1, 2, 3, 4]
+
+
+def test_a_sentence_whose_predecessor_never_comes_gives_up_and_lets_the_next_go(tmp_path):
+    order = InOrder(tmp_path, timeout_s=0.2)
     assert order.wait("s", 1) is False  # sentence 0 never arrived
     order.finished("s", 1, False)
     assert order.wait("s", 2) is True
     assert order.wait("t", 1, live=lambda: False) is False  # a stopped reply does not wait at all
 
 
-def test_sentences_with_no_stream_and_no_conversation_run_one_at_a_time():
+def test_sentences_with_no_stream_and_no_conversation_run_one_at_a_time(tmp_path):
     key = ""
-    order, inside, most = InOrder(timeout_s=5), [0], [0]
+    order, inside, most = InOrder(tmp_path, timeout_s=5), [0], [0]
     lock = threading.Lock()
 
     def sentence() -> None:
@@ -145,10 +167,10 @@ def test_sentences_with_no_stream_and_no_conversation_run_one_at_a_time():
     assert most[0] == 1
 
 
-def test_waiting_never_holds_the_order_while_asking_whether_the_reply_is_live():
+def test_waiting_never_holds_the_order_while_asking_whether_the_reply_is_live(tmp_path):
     # lipsync's live() takes the lock its other threads hold while finishing a sentence: a waiter
     # asking it inside InOrder's own lock deadlocked the server (found by the streaming test)
-    order, ipc = InOrder(timeout_s=5), threading.Lock()
+    order, ipc = InOrder(tmp_path, timeout_s=5), threading.Lock()
 
     def live() -> bool:
         with ipc:

@@ -35,6 +35,15 @@ def test_playback_buffer_is_what_was_sent_minus_what_has_played():
     assert clock.buffered(now=12.0) < 0  # the client has been waiting
 
 
+def test_a_clock_passed_between_processes_is_the_same_clock():
+    clock = Playback()
+    assert Playback.loads(clock.dumps()) == clock  # before the first chunk
+    clock.sent(0.24, now=10.0)
+    clock.sent(1.0 / 3, now=10.1)
+    again = Playback.loads(clock.dumps())
+    assert again == clock and again.buffered(now=10.5) == clock.buffered(now=10.5)
+
+
 def test_would_stall_weighs_what_the_client_has_against_what_drawing_takes():
     clock = Playback()
     assert not would_stall(clock, 25, 1.0, 0.1, now=0.0)  # the reply's first part: nothing to protect yet

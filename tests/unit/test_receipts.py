@@ -57,3 +57,14 @@ def test_a_reader_that_says_it_left_stops_its_flow_at_once_and_no_other(tmp_path
     assert 0.15 < time.monotonic() - start < 1
     assert r.left("f") and not r.wait_for_room("f", sent=0, window=2, timeout_s=5)  # with room, too
     assert not r.left("g") and r.wait_for_room("g", sent=0, window=2, timeout_s=5)
+
+
+def test_parts_sent_are_counted_across_instances_and_per_flow(tmp_path):
+    a, b = Receipts(tmp_path), Receipts(tmp_path)  # two lipsync instances drawing one reply's sentences
+    assert a.sent("f") == 0
+    a.note_sent("f", a.sent("f") + 1)
+    b.note_sent("f", b.sent("f") + 1)
+    assert a.sent("f") == b.sent("f") == 2 and a.sent("g") == 0
+    b.acknowledge("f", 1)
+    assert not a.wait_for_room("f", a.sent("f"), window=1, timeout_s=0.05, live=lambda: False)
+    assert a.wait_for_room("f", a.sent("f"), window=2, timeout_s=0.05)

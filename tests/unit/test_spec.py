@@ -37,3 +37,16 @@ def test_kv_feeds_are_one_decoder_step():
     past = {n: np.zeros((1, 3, 3, 4), np.float32) for n in layout.past_names()}
     step = layout.feeds(np.asarray([[7]], np.int64), past, 3)
     assert step["position_ids"].tolist() == [[3]] and step["attention_mask"].shape == (1, 4)
+
+
+def test_the_recipe_sets_how_many_lipsync_instances_draw(tmp_path):
+    from talkserve import repository as repo
+    from talkserve.recipe import Recipe
+    from talkserve.targets.cpu import lipsync_step
+
+    recipe = Recipe()
+    recipe.lipsync.kind, recipe.lipsync.instances = "warp", 2  # warp: no generator to export
+    lipsync_step(tmp_path, recipe, repo.BuildContext(build_id="t"))
+    cfg = repo.read_config(tmp_path / "lipsync")
+    assert [g.count for g in cfg.instance_group] == [2]
+    assert cfg.model_transaction_policy.decoupled

@@ -11,7 +11,13 @@ running sentences are joined into one (`lipsync.batching.Batcher`, up to `batch_
 and a stream's sentence i starts only once its sentence i - 1 is sent (`InOrder`): parts leave in
 order per stream.
 
-Degradation: this model keeps each stream's playback clock (one instance sees every sentence). A
+Several instances: any of them may draw any sentence; what one sentence leaves for the next of its
+stream lives in the server's scratch, shared by the stub processes — the order (`InOrder`), the
+parts sent (`Receipts`), the client's playback clock (the stream's lease). Each instance batches the
+sentences it draws; more instances draw paste-back, grading and the warp on more cores (each stub
+is one Python process, one GIL).
+
+Degradation: the playback clocks of every running stream are read from the leases. A
 Wav2Lip part is no bigger than what the generator's recent pace can draw before any running client
 falls under `degrade.margin_s` of audio; when not even that fits, the rest of the sentence is drawn
 by the warp instead of freezing.
@@ -19,7 +25,6 @@ by the warp instead of freezing.
 
 import threading
 import time
-from collections import OrderedDict
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -68,17 +73,17 @@ class TritonPythonModel:
         self.rigs: dict[str, tuple[object, WarpRig]] = {}  # avatar id → (the Avatar it was built for, rig)
         self.first_part, self.part = p.first_part_frames, p.part_frames
         self.degrade = p.degrade
-        self.clocks: OrderedDict[str, Playback] = OrderedDict()  # stream → its playback clock, oldest first
-        self.generator_fps: float | None = None  # Wav2Lip frames per second lately (load included)
-        self.lock = threading.RLock()  # the clocks and the pace, shared by the sentences' threads
+        self.generator_fps: float | None = None  # this instance's Wav2Lip frames per second lately (load included)
+        self.lock = threading.RLock()  # the pace, shared by the sentences' threads
         self.ipc = threading.RLock()  # one call into the server at a time (triton.stream_each_on_threads)
         # the window lets the other sentences paste and send their part, then join this call
         self.batcher = Batcher(self._generate, max_frames=p.batch_frames, window_s=0.05)
         self.order = InOrder(timeout_s=self.streams.lease_seconds)
         self.receipts, self.unread, self.unread_timeout = Receipts(), p.unread_parts, p.unread_timeout_s
-        self.flows: OrderedDict[str, int] = OrderedDict()  # flow → parts sent (its sentences run in order)
-        self.gone: OrderedDict[str, None] = OrderedDict()  # flows whose reader was given up
         m = self.metrics = Metrics(self.args.name)
+        # which instance drew what: the scheduler spreads sentences, InOrder keeps each stream's order
+        self.sentences = m.counters_by("talkserve_lipsync_sentences_total", "Sentences drawn, by model instance",
+                                       "instance", [args["model_instance_name"]])[args["model_instance_name"]]
         self.degraded = m.counter(DEGRADED_SENTENCES,
                                   "Sentences drawn by the warp mouth because Wav2Lip would have stalled the reply")
         self.frames = m.counter("talkserve_lipsync_frames_total", "Video frames generated")
@@ -109,22 +114,12 @@ class TritonPythonModel:
     def _room(self, flow: str, live) -> bool:
         """Whether the next part of `flow` may be computed: once its reader has taken all but
         `unread_parts` of those sent; False when the reply stopped or its reader was given up."""
-        with self.lock:
-            if flow in self.gone:
-                return False
-            sent = self.flows.get(flow, 0)
-            if flow in self.flows:
-                self.flows.move_to_end(flow)
-            while len(self.flows) > 4096:  # flows of replies long finished
-                self.flows.popitem(last=False)
         try:
             with released(self.ipc):
+                sent = self.receipts.sent(flow)
                 return self.receipts.wait_for_room(flow, sent, self.unread, self.unread_timeout, live)
         except ReaderGone as e:
-            with self.lock:
-                self.gone[flow] = None
-                while len(self.gone) > 4096:
-                    self.gone.popitem(last=False)
+            self.receipts.leave(flow)  # every instance stops this reply (its later sentences too)
             with self.ipc:
                 self.given_up.increment(1)
                 pb_utils.Logger.log_warn(f"lipsync: {e}: reply given up")
@@ -137,28 +132,19 @@ class TritonPythonModel:
         return cached[1]
 
     def _clock(self, stream: str) -> Playback:
-        with self.lock:
-            return self._clock_locked(stream)
+        """The stream's playback clock as its earlier sentences left it (in whichever instance)."""
+        text = self.streams.kept(stream, "clock")
+        return Playback.loads(text) if text else Playback()
 
-    def _clock_locked(self, stream: str) -> Playback:
-        now = time.monotonic()
-        while self.clocks and now - next(iter(self.clocks.values())).touched > self.streams.lease_seconds:
-            self.clocks.popitem(last=False)  # streams that have ended
-        clock = self.clocks.pop(stream, None) or Playback()
-        self.clocks[stream] = clock  # most recently used last
-        return clock
+    def _watched(self, stream: str, clock: Playback) -> list[Playback]:
+        """The clocks of this stream and of every other still running (their sentences share the
+        generator and the cores with this one)."""
+        return [clock, *(self._clock(s) for s in self.streams.running_streams() if s != stream)]
 
-    def _watched(self, stream: str) -> list[Playback]:
-        """The clocks of this stream and of every other still running (their next sentence waits behind
-        this one in this one instance)."""
-        for ended in [s for s in self.clocks if s != stream and not self.streams.running(s)]:
-            del self.clocks[ended]  # its last sentence is drawn (or it was stopped): nobody waits on it
-        return list(self.clocks.values())
-
-    def _budget(self, stream: str) -> int | None:
+    def _budget(self, stream: str, clock: Playback) -> int | None:
         """Frames Wav2Lip can draw before any watched client falls under the margin (None: no limit known)."""
-        with self.lock:
-            caps = [affordable_frames(c, self.generator_fps, self.degrade.margin_s) for c in self._watched(stream)]
+        fps, margin = self.generator_fps, self.degrade.margin_s
+        caps = [affordable_frames(c, fps, margin) for c in self._watched(stream, clock)]
         caps = [c for c in caps if c is not None]
         return min(caps) if caps else None
 
@@ -166,9 +152,8 @@ class TritonPythonModel:
         """Whether Wav2Lip drawing the next `frames` would stall this client or another watched one (then
         the rest of this sentence is the warp)."""
         fps, margin = self.generator_fps, self.degrade.margin_s
-        with self.lock:
-            if not any(would_stall(c, frames, fps, margin) for c in self._watched(stream)):
-                return False
+        if not any(would_stall(c, frames, fps, margin) for c in self._watched(stream, clock)):
+            return False
         with self.ipc:
             self.degraded.increment(1)
             pb_utils.Logger.log_warn(f"lipsync: stream {stream[:8]} has {clock.buffered():.2f}s buffered and "
@@ -183,6 +168,7 @@ class TritonPythonModel:
         flow = scalar_bytes(request, "receipts").decode()
         with released(self.ipc):
             waited = self.order.wait(key, index, lambda: self._live(request, turn, flow))
+        self.sentences.increment(1)
         try:
             with self.batcher.drawing():
                 self._draw(request, sender, stream)
@@ -229,7 +215,7 @@ class TritonPythonModel:
             warped, parts = True, animate_warp(audio, rate, self._rig(avatar), self.fps, self.first_part, self.part)
         elif self.degrade.enabled and stream != NO_STREAM:
             parts = animate_degrading(audio, rate, avatar, generate, self._rig(avatar), use_warp, self.fps,
-                                      self.first_part, self.part, lambda: self._budget(stream))
+                                      self.first_part, self.part, lambda: self._budget(stream, clock))
         else:
             parts = animate(audio, rate, avatar, generate, self.fps, self.first_part, self.part)
         try:
@@ -253,6 +239,8 @@ class TritonPythonModel:
                     self.ttfc.observe(time.time() - started_at)
                 self.streams.touch(stream)
                 clock.sent(len(part.audio) / rate)
+                if stream != NO_STREAM:
+                    self.streams.keep(stream, "clock", clock.dumps())
                 response = pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
                     pb_utils.Tensor("part_index", np.array([part.index], np.int32)),
@@ -262,8 +250,7 @@ class TritonPythonModel:
                 sender.send(response)
                 self.chunks.increment(1)
                 if flow:
-                    with self.lock:
-                        self.flows[flow] = self.flows.get(flow, 0) + 1
+                    self.receipts.note_sent(flow, self.receipts.sent(flow) + 1)
                 computed = time.monotonic()
         except Stopped:
             return
