@@ -166,9 +166,9 @@ def say(label: str, r: dict) -> None:
 
 @contextlib.contextmanager
 def serving(repository: Path, log: Path, max_streams: int | None = None, degrade: bool = True,
-            env: dict | None = None):
-    """A server on a copy of `repository` with its stream limit and degradation set as a recipe
-    would (`env`: over the server's environment)."""
+            env: dict | None = None, lipsync_instances: int | None = None):
+    """A server on a copy of `repository` with its stream limit, degradation and lipsync instances
+    set as a recipe would (`env`: over the server's environment)."""
     import shutil
 
     from talkserve import repository as repo
@@ -182,6 +182,10 @@ def serving(repository: Path, log: Path, max_streams: int | None = None, degrade
     repo.update_params(copy / "asr", admission=admit.model_dump())  # voice replies: the same limit
     degrade = repo.read_params(copy / "lipsync", spec.LipsyncParams).degrade.model_copy(update={"enabled": degrade})
     repo.update_params(copy / "lipsync", degrade=degrade.model_dump())
+    if lipsync_instances:
+        cfg = repo.read_config(copy / "lipsync")
+        cfg.instance_group[0].count = lipsync_instances
+        repo.write_config(copy / "lipsync", cfg)
     with Server(copy, Ports.free(), log=log, env=env or {}) as server:
         with TalkClient(f"127.0.0.1:{server.ports.grpc}") as c:  # warm-up: first requests pay lazy initialisation
             list(c.stream("Hello!", "sample"))
