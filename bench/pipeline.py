@@ -102,7 +102,7 @@ def run_streams(url: str, server, n: int, retry=None) -> dict:
     """`n` concurrent streams; per stream: admitted or refused (and how fast), first chunk, stalls of a
     player that starts at its first chunk (talkserve.playback.stalls)."""
     from talkserve.client import NO_RETRY, TalkClient, TalkError
-    from talkserve.playback import stalls
+    from talkserve.playback import stall_points
 
     streams, peak, done = [], [process_tree_rss_mb(server.proc.pid)], threading.Event()
     degraded_before = served_metric(server, "talkserve_lipsync_degraded_sentences_total")
@@ -116,9 +116,12 @@ def run_streams(url: str, server, n: int, retry=None) -> dict:
         try:
             with TalkClient(url, retry=retry or NO_RETRY) as client:
                 chunks = list(client.stream(QUESTION, "sample"))
-            count, seconds = stalls((c.seconds, len(c.audio) / c.sample_rate) for c in chunks)
-            streams.append({"status": "OK", "ttfc_s": chunks[0].seconds, "stalls": count, "stall_s": seconds,
-                            "video_s": sum(len(c.audio) / c.sample_rate for c in chunks)})
+            points = stall_points((c.seconds, len(c.audio) / c.sample_rate) for c in chunks)
+            streams.append({"status": "OK", "ttfc_s": chunks[0].seconds, "stalls": len(points),
+                            "stall_s": sum(w for _, w in points), "video_s": sum(len(c.audio) / c.sample_rate
+                                                                                  for c in chunks),
+                            # where: (sentence, part) of each late chunk, and how long the player waited
+                            "late": [(chunks[i].index, chunks[i].part, round(w, 3)) for i, w in points]})
         except TalkError as e:  # counted and reported, not hidden
             streams.append({"status": e.status, "after_s": time.monotonic() - sent, "error": str(e)[:200]})
 
@@ -142,7 +145,7 @@ def run_streams(url: str, server, n: int, retry=None) -> dict:
             "refusal_max_s": max((s["after_s"] for s in refused), default=None),
             "errors": [s["error"] for s in streams if s["status"] not in ("OK", "RESOURCE_EXHAUSTED")],
             "stalls": sum(s["stalls"] for s in ok), "stall_s": sum(s["stall_s"] for s in ok),
-            "streams_stalled": sum(1 for s in ok if s["stalls"]),
+            "streams_stalled": sum(1 for s in ok if s["stalls"]), "late": [s["late"] for s in ok if s["late"]],
             "degraded_sentences": served_metric(server, "talkserve_lipsync_degraded_sentences_total") - degraded_before,
             "ttfc_p50_s": q[0], "ttfc_p95_s": q[1], "ttfc_p99_s": q[2], "wall_s": wall, "video_s": video,
             "throughput": video / wall, "rtf": wall / max(video, 1e-9), "peak_rss_mb": max(peak)}
@@ -161,7 +164,8 @@ def say(label: str, r: dict) -> None:
           + (f" (slowest refusal {r['refusal_max_s'] * 1000:.0f} ms)" if r["refused"] else "")
           + f", first chunk p50 {r['ttfc_p50_s']:.2f}s p95 {r['ttfc_p95_s']:.2f}s, stalls {r['stalls']} "
           f"({r['stall_s']:.1f}s), degraded sentences {r['degraded_sentences']:.0f}, {r['video_s']:.1f}s of video "
-          f"in {r['wall_s']:.1f}s, peak RSS {r['peak_rss_mb']:.0f} MB, errors {len(r['errors'])}", flush=True)
+          f"in {r['wall_s']:.1f}s, peak RSS {r['peak_rss_mb']:.0f} MB, errors {len(r['errors'])}"
+          + (f"; late (sentence, part, s waited) per stalled stream: {r['late']}" if r["late"] else ""), flush=True)
 
 
 @contextlib.contextmanager
@@ -209,13 +213,14 @@ def served(repository: Path, streams: list[int]) -> dict:
     return results
 
 
-def capacity(repository: Path, most: int) -> dict:
+def capacity(repository: Path, most: int, lipsync_instances: int | None = None) -> dict:
     """Real-time capacity, stepping the stream count with admission lifted, degradation off then on; then
     twice the calibrated limit with admission on (refused at once, admitted ones unharmed)."""
     out, log = {}, repository.parent.parent / "bench-triton.log"
     for degrade in (False, True):
         label, steps = ("with" if degrade else "without") + " degradation", []
-        with serving(repository, log, max_streams=64, degrade=degrade) as (server, _):
+        with serving(repository, log, max_streams=64, degrade=degrade,
+                     lipsync_instances=lipsync_instances) as (server, _):
             for n in range(1, most + 1):
                 steps.append(run_streams(f"127.0.0.1:{server.ports.grpc}", server, n))
                 say(f"{repository.resolve().name}, {label}", steps[-1])
@@ -223,7 +228,7 @@ def capacity(repository: Path, most: int) -> dict:
                     break
         passing = [r["streams"] for r in steps if meets_real_time(r)]
         out[label] = {"capacity": max(passing, default=0), "steps": steps}
-    with serving(repository, log) as (server, limit):
+    with serving(repository, log, lipsync_instances=lipsync_instances) as (server, limit):
         over = run_streams(f"127.0.0.1:{server.ports.grpc}", server, 2 * limit)
         say(f"{repository.resolve().name}, calibrated limit {limit}, 2× the limit", over)
     out["calibrated"] = {"max_streams": limit, "twice": over}
@@ -332,6 +337,7 @@ def main() -> None:
     ap.add_argument("--capacity", action="store_true", help="find each preset's real-time capacity instead")
     ap.add_argument("--most", type=int, default=6, help="--capacity: most streams to try")
     ap.add_argument("--quick", action="store_true", help="build the presets with the tests' short repair schedule")
+    ap.add_argument("--lipsync-instances", type=int, default=None, help="--capacity: lipsync instances (the build's)")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     from talkserve.avatars import AvatarStore
@@ -351,7 +357,7 @@ def main() -> None:
         for preset in args.presets.split(","):
             current = build(preset, root, db, args.quick)
             if args.capacity:
-                report["capacity"][preset] = capacity(current, args.most)
+                report["capacity"][preset] = capacity(current, args.most, args.lipsync_instances)
             else:
                 report["served"][preset] = {str(k): v for k, v in served(current, streams).items()}
             report["bytes"][preset] = model_bytes(current)

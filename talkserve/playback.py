@@ -18,20 +18,26 @@ FRAME = 0.04  # one video frame at 25 fps: a later arrival than this is a visibl
 DEGRADED_SENTENCES = "talkserve_lipsync_degraded_sentences_total"  # lipsync's counter of the switches
 
 
-def stalls(chunks: Iterable[tuple[float, float]], tolerance: float = FRAME) -> tuple[int, float]:
-    """(arrival time, seconds of audio) per chunk, in stream order → (stalls, seconds stalled)."""
-    count, stalled, dry = 0, 0.0, None  # dry: when the player runs out of what it has
-    for at, seconds in chunks:
+def stall_points(chunks: Iterable[tuple[float, float]], tolerance: float = FRAME) -> list[tuple[int, float]]:
+    """(arrival time, seconds of audio) per chunk, in stream order → (position of the late chunk,
+    seconds the player waited for it) per stall."""
+    points, dry = [], None  # dry: when the player runs out of what it has
+    for i, (at, seconds) in enumerate(chunks):
         if dry is None:
             dry = at
         elif at > dry + tolerance:
-            count += 1
-            stalled += at - dry
+            points.append((i, at - dry))
             dry = at
         else:
             dry = max(dry, at)  # an early chunk waits in the buffer
         dry += seconds
-    return count, stalled
+    return points
+
+
+def stalls(chunks: Iterable[tuple[float, float]], tolerance: float = FRAME) -> tuple[int, float]:
+    """(arrival time, seconds of audio) per chunk, in stream order → (stalls, seconds stalled)."""
+    points = stall_points(chunks, tolerance)
+    return len(points), sum(waited for _, waited in points)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkserve.playback import Playback, affordable_frames, stalls, would_stall
+from talkserve.playback import Playback, affordable_frames, stall_points, stalls, would_stall
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,8 @@ def test_stalls_counts_freezes_of_a_player_that_starts_at_the_first_chunk():
     count, seconds = stalls([(1.0, 1.0), (2.5, 1.0), (3.0, 1.0), (5.0, 0.5)])
     assert count == 2 and seconds == pytest.approx(0.5 + 0.5)  # dry at 2.0 → 2.5; dry at 4.5 → 5.0
     assert stalls([(0.0, 1.0), (1.03, 1.0)]) == (0, 0.0)  # within a frame: no visible freeze
+    assert stall_points([(1.0, 1.0), (2.5, 1.0), (3.0, 1.0), (5.0, 0.5)]) == [(1, pytest.approx(0.5)),
+                                                                            (3, pytest.approx(0.5))]
 
 
 def test_playback_buffer_is_what_was_sent_minus_what_has_played():
