@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
-from pipeline import build, run_streams, served_metric, serving
+from pipeline import bench_home, build, run_streams, served_metric, serving
 
 FRAMES, CALLS = "talkserve_lipsync_frames_total", "talkserve_lipsync_generator_calls_total"
 
@@ -46,14 +45,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="build with the tests' short repair schedule")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
-    from talkserve.avatars import AvatarStore
-    from talkserve.recipe import SAMPLE_PORTRAIT
-
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="talkserve-bench-") as tmp:
-        root = Path(tmp)
-        db = root / "avatars.db"
-        AvatarStore(db).add(SAMPLE_PORTRAIT, "sample")
+    with bench_home() as (root, db):
         current = build(args.preset, root, db, args.quick)
         report = {i: measure(current, i, streams) for i in (1, 2)}
     lines = [f"{args.preset}, two lipsync instances vs one (same build, same run):"]

@@ -187,14 +187,24 @@ def serving(repository: Path, log: Path, max_streams: int | None = None, degrade
     degrade = repo.read_params(copy / "lipsync", spec.LipsyncParams).degrade.model_copy(update={"enabled": degrade})
     repo.update_params(copy / "lipsync", degrade=degrade.model_dump())
     if lipsync_instances:
-        cfg = repo.read_config(copy / "lipsync")
-        cfg.instance_group[0].count = lipsync_instances
-        repo.write_config(copy / "lipsync", cfg)
+        repo.set_instances(copy / "lipsync", lipsync_instances)
     with Server(copy, Ports.free(), log=log, env=env or {}) as server:
         with TalkClient(f"127.0.0.1:{server.ports.grpc}") as c:  # warm-up: first requests pay lazy initialisation
             list(c.stream("Hello!", "sample"))
         yield server, admit.max_streams
     shutil.rmtree(copy.parent, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def bench_home():
+    """A temporary directory with the sample avatar registered: (directory, avatar db)."""
+    from talkserve.avatars import AvatarStore
+    from talkserve.recipe import SAMPLE_PORTRAIT
+
+    with tempfile.TemporaryDirectory(prefix="talkserve-bench-") as tmp:
+        root = Path(tmp)
+        AvatarStore(root / "avatars.db").add(SAMPLE_PORTRAIT, "sample")
+        yield root, root / "avatars.db"
 
 
 def meets_real_time(r: dict) -> bool:
@@ -340,14 +350,8 @@ def main() -> None:
     ap.add_argument("--lipsync-instances", type=int, default=None, help="--capacity: lipsync instances (the build's)")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
-    from talkserve.avatars import AvatarStore
-    from talkserve.recipe import SAMPLE_PORTRAIT
-
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="talkserve-bench-") as tmp:
-        root = Path(tmp)
-        db = root / "avatars.db"
-        AvatarStore(db).add(SAMPLE_PORTRAIT, "sample")
+    with bench_home() as (root, db):
         run = subprocess.run([sys.executable, "-c", BASELINE, QUESTION, str(db), str(root / "baseline.mp4")],
                              capture_output=True, text=True, check=True)
         base = json.loads(run.stdout.strip().splitlines()[-1])

@@ -89,6 +89,13 @@ def write_params(model_dir: Path, params: spec.Params) -> None:
     write_config(model_dir, cfg)
 
 
+def set_instances(model_dir: Path, count: int) -> None:
+    """Change a built model's instance count, as a recipe with that count would write it."""
+    cfg = read_config(model_dir)
+    cfg.instance_group[0].count = count
+    write_config(model_dir, cfg)
+
+
 def update_params(model_dir: Path, **changes) -> spec.Params:
     """Change some of a built python model's parameters, validated by its Params class."""
     cls = spec.PARAMS_OF[Path(model_dir).name]

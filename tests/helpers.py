@@ -60,9 +60,7 @@ def edited_copy(current, folder, instances: dict[str, int] | None = None, **chan
     for model, params in changes.items():
         repo.update_params(root / model, **params)
     for model, count in (instances or {}).items():
-        cfg = repo.read_config(root / model)
-        cfg.instance_group[0].count = count
-        repo.write_config(root / model, cfg)
+        repo.set_instances(root / model, count)
     return root
 
 
