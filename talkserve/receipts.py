@@ -40,11 +40,15 @@ class Receipts:
     def _file(self, flow: str) -> Path:
         return self.root / hashlib.sha256(flow.encode()).hexdigest()[:32]
 
-    def acknowledged(self, flow: str) -> int:
+    @staticmethod
+    def _read(path: Path) -> int:
         try:
-            return int(self._file(flow).read_text() or 0)
+            return int(path.read_text() or 0)
         except (FileNotFoundError, ValueError):
             return 0
+
+    def acknowledged(self, flow: str) -> int:
+        return self._read(self._file(flow))
 
     def leave(self, flow: str) -> None:
         """The reader has left (timed out, closed the reply): the flow's next part is not computed."""
@@ -55,10 +59,7 @@ class Receipts:
 
     def sent(self, flow: str) -> int:
         """Parts of `flow` sent so far, by whichever `lipsync` instance drew them."""
-        try:
-            return int(self._file(flow).with_suffix(".sent").read_text() or 0)
-        except (FileNotFoundError, ValueError):
-            return 0
+        return self._read(self._file(flow).with_suffix(".sent"))
 
     def note_sent(self, flow: str, parts: int) -> None:
         """`parts` of `flow` sent in all (its sentences are drawn one after another: no two writers)."""

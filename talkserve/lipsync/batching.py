@@ -151,8 +151,8 @@ class InOrder:
         if index <= 0:
             return True
         before = self._marker(key, index - 1)
-        deadline = asked = time.monotonic()
-        deadline += self.timeout_s
+        asked = time.monotonic()
+        deadline = asked + self.timeout_s
         while not before.exists():
             now = time.monotonic()
             if now >= deadline:
