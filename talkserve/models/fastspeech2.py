@@ -210,7 +210,7 @@ Runner = Callable[[dict], list]  # feeds → outputs in the model's order
 def _onnx_runner(path: str | Path, threads: int) -> Runner:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    from talkserve.cpu_sessions import session_options
+
+    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     return lambda feeds: session.run(None, feeds)

@@ -19,6 +19,8 @@ class PiperTTS:
         from piper.config import PiperConfig, SynthesisConfig
         from piper.voice import PiperVoice
 
+        from talkserve.cpu_sessions import session_options
+
         model, config = Path(model), Path(config)
         for p in (model, config):
             if not p.is_file():
@@ -27,9 +29,8 @@ class PiperTTS:
             cfg = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
         except (ValueError, KeyError) as e:
             raise ValueError(f"{config}: not a Piper voice config ({e})") from e
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model), sess_options=session_options(threads),
+                                       providers=["CPUExecutionProvider"])
         self.voice = PiperVoice(session=session, config=cfg)
         self.sample_rate = cfg.sample_rate
         self.syn = SynthesisConfig(length_scale=length_scale, noise_scale=noise_scale,

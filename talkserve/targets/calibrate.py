@@ -39,9 +39,10 @@ def _lipsync(root: Path, params: spec.LipsyncParams, avatar, threads: int):
         return lambda audio, sr: list(animate_warp(audio, sr, rig, fps, first, part))
     import onnxruntime as ort
 
-    options = ort.SessionOptions()  # the exported generator, whichever target serves it
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(root / "wav2lip" / "1" / "model.onnx"), options,
+    from talkserve.cpu_sessions import session_options
+
+    # the exported generator, whichever target serves it, with the served options
+    session = ort.InferenceSession(str(root / "wav2lip" / "1" / "model.onnx"), session_options(threads),
                                    providers=["CPUExecutionProvider"])
 
     def generate(mel: np.ndarray, face: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ callers' BLS code does not change.
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from talkserve.cpu_sessions import session_options
 from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, run_each
 from talkserve.spec import OnnxParams
 
@@ -16,8 +17,7 @@ class TritonPythonModel:
     def initialize(self, args):
         self.args = ModelArgs(args, OnnxParams)
         apply_cpu_nice(self.args.params.cpu_nice)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.args.params.intra_op_threads
+        opts = session_options(self.args.params.intra_op_threads)
         path = self.args.files / self.args.params.onnx_file
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.inputs = [i["name"] for i in self.args.config["input"]]
