@@ -139,7 +139,11 @@ class ServingRecipe(Strict):
     unread_parts: int = Field(
         2, ge=1, description="A client that sends read receipts (TalkClient does) has at most this many parts sent "
                              "and unread before the next is computed: what a reader that stops reading costs "
-                             "(a 25-frame part at 512² is ~20 MB)")
+                             "(at most max_part_mb each)")
+    max_part_mb: float = Field(
+        12.0, gt=0, description="Most raw video (MB) in one streamed part: a part's frames are cut to fit the "
+                                "portrait's size (512²: 15 frames, 1024²: 3), so what a reader that stops reading "
+                                "holds in the server (unread_parts × this) does not grow with the portrait")
     unread_timeout_s: float = Field(
         10.0, gt=0, description="A reader that acknowledges nothing this long (it left or hung) is given up")
 

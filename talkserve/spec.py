@@ -165,6 +165,8 @@ class LipsyncParams(Params):
                                                    "the next is computed")
     unread_timeout_s: float = Field(10.0, gt=0, description="Receipts: a flow acknowledging nothing this long is "
                                                             "given up (its reader left or hung)")
+    max_part_mb: float = Field(12.0, gt=0, description="Most raw video in one part: its frames are cut to fit the "
+                                                       "portrait's size")
 
 
 class AdmitParams(Params):

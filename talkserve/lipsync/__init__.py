@@ -9,5 +9,5 @@ from talkserve.lazy import lazy_api
 
 # The frame code (OpenCV, dlib: ~100 MB) loads on first use, so `talkserve.lipsync.config` stays light.
 __all__, __getattr__ = lazy_api(__name__, dict.fromkeys(
-    ["Generator", "Part", "animate", "animate_degrading", "animate_warp", "face_input", "part_sizes", "paste_back",
-     "paste_mask", "stream_parts"], "frames"))
+    ["Generator", "Part", "animate", "animate_degrading", "animate_warp", "face_input", "frames_within", "part_sizes",
+     "paste_back", "paste_mask", "stream_parts"], "frames"))

@@ -110,6 +110,12 @@ def paste_back(avatar: Avatar, faces_bgr01: np.ndarray, mask: np.ndarray | None 
     return frames
 
 
+def frames_within(frames: int, frame_bytes: int, max_bytes: float) -> int:
+    """`frames`, or fewer so that a part of them holds at most `max_bytes` of raw frames (at least one):
+    a part's bytes, not its frame count, are what a reader that stops reading leaves in the server."""
+    return max(1, min(frames, int(max_bytes // max(frame_bytes, 1))))
+
+
 def part_sizes(n_frames: int, first: int, rest: int) -> list[int]:
     """Frames per streamed part: a small first part (fast first chunk), then larger ones."""
     sizes, left = [], n_frames

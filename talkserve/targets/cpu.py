@@ -163,7 +163,8 @@ def lipsync_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
         kind=kind, fps=recipe.video.fps, avatar_db=recipe.serving.configured_avatar_db(), warp=recipe.lipsync.warp,
         degrade=recipe.lipsync.degrade, first_part_frames=w.first_part_frames, part_frames=w.part_frames,
         batch_frames=w.batch_frames, stream_lease_seconds=recipe.serving.stream_lease_seconds,
-        unread_parts=recipe.serving.unread_parts, unread_timeout_s=recipe.serving.unread_timeout_s),
+        unread_parts=recipe.serving.unread_parts, unread_timeout_s=recipe.serving.unread_timeout_s,
+        max_part_mb=recipe.serving.max_part_mb),
         recipe.lipsync.instances)
 
 

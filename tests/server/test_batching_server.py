@@ -45,7 +45,7 @@ def test_concurrent_streams_share_generator_calls_and_each_gets_its_own_reply_in
     import onnxruntime as ort
 
     from talkserve.avatars import AvatarStore
-    from talkserve.lipsync import animate
+    from talkserve.lipsync import animate, frames_within
 
     recipe, _ = built
     server = wav2lip_only
@@ -67,7 +67,8 @@ def test_concurrent_streams_share_generator_calls_and_each_gets_its_own_reply_in
     session = ort.InferenceSession(str(Path(server.repository) / "wav2lip" / "1" / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
     avatar = AvatarStore(recipe.serving.avatar_db).get("sample")
-    w = recipe.wav2lip
+    w, most = recipe.wav2lip, recipe.serving.max_part_mb * 1e6
+    sizes = [frames_within(n, avatar.portrait.nbytes, most) for n in (w.first_part_frames, w.part_frames)]
     for q in QUESTIONS:
         got = together[q]
         order = [(c.index, c.part) for c in got]
@@ -79,7 +80,6 @@ def test_concurrent_streams_share_generator_calls_and_each_gets_its_own_reply_in
         first = [c for c in got if c.index == 0]
         audio = np.concatenate([c.audio for c in first])
         drawn = animate(audio, first[0].sample_rate, avatar,
-                        lambda mel, face: session.run(None, {"mel": mel, "face": face})[0], 25.0,
-                        w.first_part_frames, w.part_frames)
+                        lambda mel, face: session.run(None, {"mel": mel, "face": face})[0], 25.0, *sizes)
         for c, mine in zip(first, drawn, strict=True):
             assert np.abs(c.video.astype(int) - mine.frames.astype(int)).max() <= 2

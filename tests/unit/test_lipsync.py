@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from talkserve.avatars import Avatar
-from talkserve.lipsync import animate, animate_warp, face_input, part_sizes, paste_back, paste_mask
+from talkserve.lipsync import animate, animate_warp, face_input, frames_within, part_sizes, paste_back, paste_mask
 from talkserve.lipsync.warp import WarpRig, mouth_shapes, speech_envelope
 from talkserve.recipe import SAMPLE_PORTRAIT
 
@@ -66,6 +66,14 @@ def test_paste_back_changes_only_the_lower_face_feathered():
 @pytest.mark.parametrize(("n", "expected"), [(1, [1]), (6, [6]), (7, [6, 1]), (60, [6, 25, 25, 4])])
 def test_part_sizes(n, expected):
     assert part_sizes(n, 6, 25) == expected
+
+
+@pytest.mark.parametrize(("side", "frames"), [(256, 25), (512, 15), (1024, 3), (4096, 1)])
+def test_a_part_is_bounded_in_bytes_whatever_the_portrait(side, frames):
+    """What a reader that stops reading leaves in the server is parts of raw frames: 12 MB each at most."""
+    frame = side * side * 3
+    assert frames_within(25, frame, 12e6) == frames
+    assert frames == 1 or frames * frame <= 12e6
 
 
 def test_animate_streams_parts_whose_audio_and_frames_line_up():
