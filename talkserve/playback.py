@@ -88,6 +88,15 @@ def would_stall(clock: Playback, frames: int, fps: float | None, margin_s: float
     return clock.buffered(now) - frames / fps < margin_s
 
 
+def falls_behind_at_start(first_frames: int, video_fps: float, fps: float | None, margin_s: float) -> bool:
+    """Whether a reply started on Wav2Lip would have to leave it at its second part anyway: a client
+    holding only the first part's audio (`first_frames` of video) falls under `margin_s` before even
+    one more frame drawn at `fps` reaches it. Then the first part is only latency spent on Wav2Lip."""
+    if fps is None:  # nothing measured yet
+        return False
+    return first_frames / video_fps - 1 / fps < margin_s
+
+
 def affordable_frames(clock: Playback, fps: float | None, margin_s: float, now: float | None = None) -> int | None:
     """The most frames that can be drawn at `fps` before the client falls under `margin_s` (None:
     not known yet, any size will do)."""

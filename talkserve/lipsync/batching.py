@@ -53,6 +53,7 @@ class Batcher:
         self.running = False
         self.calls = 0  # generator calls made (batches)
         self.frames = 0  # frames they drew
+        self.pace: float | None = None  # frames per second of the generator's calls lately
 
     def drawing(self) -> _Drawing:
         """Context for a sentence that will call the batcher: the batch need not wait for others'."""
@@ -75,7 +76,10 @@ class Batcher:
 
     def _run(self, batch: list[_Call]) -> None:
         try:
+            started = time.monotonic()
             out = self.generator(np.concatenate([c.mel for c in batch]), np.concatenate([c.face for c in batch]))
+            pace = len(out) / max(time.monotonic() - started, 1e-6)
+            self.pace = pace if self.pace is None else 0.7 * self.pace + 0.3 * pace
             ends = np.cumsum([len(c.mel) for c in batch])
             for c, part in zip(batch, np.split(out, ends[:-1]), strict=True):
                 c.out = part
@@ -121,6 +125,34 @@ class _Drawing:
         with self.b.cv:
             self.b.active -= 1
             self.b.cv.notify_all()  # a batch waiting for this sentence need not wait any more
+
+
+class Seats:
+    """How many sentences one instance draws with the generator at once: as many as its measured pace
+    keeps in real time, at least one. Sentences beyond that would all fall behind together (two
+    Wav2Lip sentences on a generator that draws 24 frames/s get 12 each, against 25 played), so the
+    rest go to the cheaper mouth whole, while the seated ones keep the generator's full pace."""
+
+    def __init__(self, batcher: Batcher, video_fps: float):
+        self.batcher, self.video_fps = batcher, video_fps
+        self.lock = threading.Lock()
+        self.taken = 0
+
+    def limit(self) -> int:
+        pace = self.batcher.pace
+        return 1 if pace is None else max(1, int(pace / self.video_fps))
+
+    def take(self) -> bool:
+        """A seat for a sentence, if one is free (then `give` it back when the sentence leaves the generator)."""
+        with self.lock:
+            if self.taken >= self.limit():
+                return False
+            self.taken += 1
+            return True
+
+    def give(self) -> None:
+        with self.lock:
+            self.taken -= 1
 
 
 class InOrder:

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from talkserve.lipsync.batching import Batcher, InOrder
+from talkserve.lipsync.batching import Batcher, InOrder, Seats
 
 
 def recording_generator(calls: list[int], seconds: float = 0.02):
@@ -94,6 +94,24 @@ def test_a_generator_error_reaches_every_caller_of_its_batch():
     for t in threads:
         t.join(10)
     assert errors == ["engine failed"] * 2
+
+
+def test_the_generator_seats_as_many_sentences_as_its_pace_keeps_in_real_time():
+    def slow(mel, face):  # 10 frames in 0.1 s: 100 frames/s, four 25 fps sentences' worth
+        time.sleep(0.1)
+        return np.zeros((len(mel), 3, 96, 96), np.float32)
+
+    b = Batcher(slow)
+    seats = Seats(b, video_fps=25.0)
+    assert seats.limit() == 1  # nothing measured: one sentence at a time
+    assert seats.take() and not seats.take()
+    seats.give()
+    b(np.zeros((10, 1, 80, 16), np.float32), np.zeros((10, 6, 96, 96), np.float32))
+    assert 3 <= seats.limit() <= 4  # sleep only ever runs long
+    taken = [seats.take() for _ in range(5)]
+    assert taken[:3] == [True] * 3 and taken[-1] is False
+    b.pace = 24.0  # a generator just short of real time still draws one sentence
+    assert seats.limit() == 1
 
 
 def test_sentences_of_a_stream_finish_in_order_whatever_order_they_start_in(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkserve.playback import Playback, affordable_frames, stall_points, stalls, would_stall
+from talkserve.playback import Playback, affordable_frames, falls_behind_at_start, stall_points, stalls, would_stall
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,13 @@ def test_would_stall_weighs_what_the_client_has_against_what_drawing_takes():
     assert affordable_frames(clock, 40.0, 0.1, now=10.0) == 5
     clock.sent(0.2, now=10.12)  # those 5 frames, drawn in 0.12 s: the buffer grows
     assert affordable_frames(clock, 40.0, 0.1, now=10.12) == 8
+
+
+def test_a_reply_starts_on_the_warp_when_wav2lip_could_not_follow_its_first_part():
+    # a 6-frame first part is 0.24 s of audio; with 0.2 s kept in hand, the next frame must land in 0.04 s
+    assert falls_behind_at_start(6, 25.0, 20.0, 0.2)  # 0.05 s a frame: Wav2Lip would leave it at once
+    assert not falls_behind_at_start(6, 25.0, 200.0, 0.2)  # a GPU's pace: Wav2Lip from the first frame
+    assert not falls_behind_at_start(6, 25.0, None, 0.2)  # nothing measured yet
 
 
 def test_degrading_switches_to_the_warp_for_the_rest_of_the_sentence(sample_avatar):

@@ -20,7 +20,9 @@ is one Python process, one GIL).
 Degradation: the playback clocks of every running stream are read from the leases. A
 Wav2Lip part is no bigger than what the generator's recent pace can draw before any running client
 falls under `degrade.margin_s` of audio; when not even that fits, the rest of the sentence is drawn
-by the warp instead of freezing.
+by the warp instead of freezing. A sentence goes to the warp whole when the generator already draws
+as many sentences as its pace keeps in real time (`Seats`), or when it opens a reply that Wav2Lip
+could not follow past its first part (the warp then draws a full first part: a cushion at no cost).
 """
 
 import threading
@@ -32,11 +34,11 @@ import triton_python_backend_utils as pb_utils
 from talkserve.admission import NO_STREAM, Streams
 from talkserve.avatars import AvatarError, AvatarStore
 from talkserve.emotion import grade_frames, parse_emotion, style
-from talkserve.lipsync import animate, animate_degrading, animate_warp
-from talkserve.lipsync.batching import Batcher, InOrder
+from talkserve.lipsync import animate, animate_degrading, animate_warp, frames_within
+from talkserve.lipsync.batching import Batcher, InOrder, Seats
 from talkserve.lipsync.warp import WarpRig
 from talkserve.paths import avatar_db
-from talkserve.playback import DEGRADED_SENTENCES, Playback, affordable_frames, would_stall
+from talkserve.playback import DEGRADED_SENTENCES, Playback, affordable_frames, falls_behind_at_start, would_stall
 from talkserve.receipts import ReaderGone, Receipts
 from talkserve.serving.triton import (
     Metrics,
@@ -71,13 +73,14 @@ class TritonPythonModel:
         self.kind = p.kind
         self.warp = p.warp
         self.rigs: dict[str, tuple[object, WarpRig]] = {}  # avatar id → (the Avatar it was built for, rig)
-        self.first_part, self.part = p.first_part_frames, p.part_frames
+        self.first_part, self.part, self.max_part_bytes = p.first_part_frames, p.part_frames, p.max_part_mb * 1e6
         self.degrade = p.degrade
         self.generator_fps: float | None = None  # this instance's Wav2Lip frames per second lately (load included)
         self.lock = threading.RLock()  # the pace, shared by the sentences' threads
         self.ipc = threading.RLock()  # one call into the server at a time (triton.stream_each_on_threads)
         # the window lets the other sentences paste and send their part, then join this call
         self.batcher = Batcher(self._generate, max_frames=p.batch_frames, window_s=0.05)
+        self.seats = Seats(self.batcher, p.fps)  # sentences drawing with Wav2Lip at once
         self.order = InOrder(timeout_s=self.streams.lease_seconds)
         self.receipts, self.unread, self.unread_timeout = Receipts(), p.unread_parts, p.unread_timeout_s
         m = self.metrics = Metrics(self.args.name)
@@ -103,7 +106,7 @@ class TritonPythonModel:
         with self.ipc:
             self.generator_calls.increment(1)
             self.batch_hist.observe(len(mel))
-            return wav2lip(mel, face)
+        return wav2lip(mel, face)  # outside ipc: the batcher makes one call at a time, and exec lets go of the GIL
 
     def _live(self, request, turn: str, flow: str) -> bool:
         """Not cancelled, not superseded (barge-in), and its reader has not said it left."""
@@ -148,16 +151,22 @@ class TritonPythonModel:
         caps = [c for c in caps if c is not None]
         return min(caps) if caps else None
 
-    def _warp_instead(self, stream: str, clock: Playback, frames: int) -> bool:
-        """Whether Wav2Lip drawing the next `frames` would stall this client or another watched one (then
-        the rest of this sentence is the warp)."""
+    def _warp_instead(self, stream: str, clock: Playback, frames: int, seated: bool = True) -> bool:
+        """Whether this sentence's rest goes to the warp: Wav2Lip drawing the next `frames` would stall
+        this client or another watched one; or, at a reply's first part, could not keep up after it;
+        or (not `seated`) the generator already draws all the sentences it keeps in real time."""
         fps, margin = self.generator_fps, self.degrade.margin_s
-        if not any(would_stall(c, frames, fps, margin) for c in self._watched(stream, clock)):
+        starting = clock.first_at is None and falls_behind_at_start(frames, self.fps, fps, margin)
+        stalls = any(would_stall(c, frames, fps, margin) for c in self._watched(stream, clock))
+        if seated and not starting and not stalls:
             return False
+        has = "starts" if clock.first_at is None else f"has {clock.buffered():.2f}s buffered"
+        why = (f"Wav2Lip draws {self.seats.limit()} sentence(s) already" if not seated
+               else f"Wav2Lip runs {fps:.1f} frames/s")
         with self.ipc:
             self.degraded.increment(1)
-            pb_utils.Logger.log_warn(f"lipsync: stream {stream[:8]} has {clock.buffered():.2f}s buffered and "
-                                     f"Wav2Lip runs {fps:.1f} frames/s: the warp mouth draws the sentence's rest")
+            pb_utils.Logger.log_warn(f"lipsync: stream {stream[:8]} {has} and {why}: the warp mouth draws "
+                                     "the sentence's rest")
         return True
 
     def _stream(self, request, sender) -> None:
@@ -188,7 +197,8 @@ class TritonPythonModel:
         user_text = pb_utils.Tensor("user_text", optional_input(request, "user_text"))
         flow = scalar_bytes(request, "receipts").decode()
         try:
-            avatar = self.store.get(avatar_id)
+            with released(self.ipc):  # no server call in it; neither in the sentence's set-up below
+                avatar = self.store.get(avatar_id)
         except AvatarError as e:
             raise RequestError("avatar_id", str(e)) from None
         if audio.size == 0:  # tts spoke nothing: the reply was superseded before it (barge-in)
@@ -202,26 +212,41 @@ class TritonPythonModel:
                 raise Stopped
             return self.batcher(mel, face)
 
-        computed, rate = time.monotonic(), int(sr[0])
+        rate = int(sr[0])
+        # parts bounded in bytes (a 1024² portrait's frames are 4× a 512²'s): what an unread part holds
+        first, rest = (frames_within(n, avatar.portrait.nbytes, self.max_part_bytes)
+                       for n in (self.first_part, self.part))
         clock = self._clock(stream)
         warped = False  # this part drawn by the warp (kind warp, or degraded)
+        seated = False  # this sentence holds one of the generator's seats
 
         def use_warp(frames: int) -> bool:
-            nonlocal warped
-            warped = self._warp_instead(stream, clock, frames)
+            nonlocal warped, seated
+            warped = self._warp_instead(stream, clock, frames, seated)
+            if warped and seated:  # off the generator: the next sentence may take its seat
+                self.seats.give()
+                seated = False
             return warped
 
-        if self.kind == "warp":
-            warped, parts = True, animate_warp(audio, rate, self._rig(avatar), self.fps, self.first_part, self.part)
-        elif self.degrade.enabled and stream != NO_STREAM:
-            parts = animate_degrading(audio, rate, avatar, generate, self._rig(avatar), use_warp, self.fps,
-                                      self.first_part, self.part, lambda: self._budget(stream, clock))
-        else:
-            parts = animate(audio, rate, avatar, generate, self.fps, self.first_part, self.part)
+        degrading = self.degrade.enabled and stream != NO_STREAM and self.kind == "wav2lip"
         try:
+            seated = degrading and self.seats.take()
+            # the sentence's mel, masks and mouth shapes are computed here: the other sentences send meanwhile
+            with released(self.ipc):
+                if self.kind == "warp":
+                    warped, parts = True, animate_warp(audio, rate, self._rig(avatar), self.fps, first, rest)
+                elif degrading and use_warp(first):
+                    # the whole sentence on the warp, which draws a full part at once: a cushion, not latency
+                    parts = animate_warp(audio, rate, self._rig(avatar), self.fps, rest, rest)
+                elif degrading:
+                    parts = animate_degrading(audio, rate, avatar, generate, self._rig(avatar), use_warp,
+                                              self.fps, first, rest, lambda: self._budget(stream, clock))
+                else:
+                    parts = animate(audio, rate, avatar, generate, self.fps, first, rest)
             while True:
                 if flow and not self._room(flow, live):
                     return
+                computed = time.monotonic()  # the pace is the compute's: not the wait for the reader's room
                 with released(self.ipc):  # the frames: compute, and the generator call (which takes ipc)
                     part = next(parts, None)
                 if part is None:
@@ -251,9 +276,11 @@ class TritonPythonModel:
                 self.chunks.increment(1)
                 if flow:
                     self.receipts.note_sent(flow, self.receipts.sent(flow) + 1)
-                computed = time.monotonic()
         except Stopped:
             return
+        finally:
+            if seated:
+                self.seats.give()
 
     def execute(self, requests):
         stream_each_on_threads(requests, self._stream, self.metrics, self.ipc)
