@@ -54,6 +54,7 @@ class Batcher:
         self.calls = 0  # generator calls made (batches)
         self.frames = 0  # frames they drew
         self.pace: float | None = None  # frames per second of the generator's calls lately
+        self.freed = 0.0  # when the last call ended: callers that queued behind it wait the window from then
 
     def drawing(self) -> _Drawing:
         """Context for a sentence that will call the batcher: the batch need not wait for others'."""
@@ -64,7 +65,12 @@ class Batcher:
             return False
         frames = sum(len(c.mel) for c in self.pending)
         everyone = len(self.pending) >= self.active
-        return everyone or frames >= self.max_frames or now - self.pending[0].at >= self.window_s
+        return everyone or frames >= self.max_frames or now - self._since() >= self.window_s
+
+    def _since(self) -> float:
+        # from the end of the call they queued behind: the sentence it just served pastes, sends and
+        # comes back within the window, so two sentences join instead of taking turns
+        return max(self.pending[0].at, self.freed)
 
     def _take(self) -> list[_Call]:
         batch, frames = [], 0
@@ -101,12 +107,12 @@ class Batcher:
                         self._run(batch)
                     finally:
                         self.cv.acquire()
-                        self.running = False
+                        self.running, self.freed = False, time.monotonic()
                         self.calls += 1
                         self.frames += sum(len(c.mel) for c in batch)
                         self.cv.notify_all()
                 else:
-                    wait = self.window_s - (now - self.pending[0].at) if self.pending and not self.running else None
+                    wait = self.window_s - (now - self._since()) if self.pending and not self.running else None
                     self.cv.wait(timeout=max(wait, 1e-4) if wait is not None else 0.05)
         if call.error is not None:
             raise call.error

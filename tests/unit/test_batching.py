@@ -65,6 +65,28 @@ def test_a_batch_never_exceeds_max_frames():
     assert max(calls) <= 50 and sum(calls) == 150
 
 
+def test_a_caller_that_queued_behind_a_call_waits_for_the_one_it_served_to_come_back():
+    """Two sentences, each pasting and sending (20 ms) between its calls: they join, not take turns."""
+    calls: list[int] = []
+    batcher = Batcher(recording_generator(calls, 0.2), max_frames=100, window_s=0.08)
+    barrier = threading.Barrier(2)
+
+    def sentence(first_delay: float) -> None:
+        with batcher.drawing():
+            barrier.wait()
+            time.sleep(first_delay)  # the second comes after the window, while the first's call runs
+            for _ in range(4):
+                batcher(np.zeros((5, 1, 80, 16), np.float32), np.zeros((5, 6, 96, 96), np.float32))
+                time.sleep(0.02)  # paste and send
+
+    threads = [threading.Thread(target=sentence, args=(d,)) for d in (0.0, 0.1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(calls) == 40 and calls.count(10) >= 2, calls  # joined calls after the first
+
+
 def test_a_lone_stream_does_not_wait_for_the_window():
     calls: list[int] = []
     batcher = Batcher(recording_generator(calls, 0.0), max_frames=50, window_s=5.0)
