@@ -210,10 +210,10 @@ def stream_each_on_threads(requests, handle, metrics: Metrics | None, ipc: threa
     talks to the server (sends, BLS calls, is_cancelled, metrics, logs) runs one at a time. The
     python backend's shared memory is not safe under concurrent use: with eight streams' sends and
     BLS calls at once, 2.51 aborted with std::bad_alloc (measured here; the same crash under
-    concurrent BLS load is open upstream, triton-inference-server/server#8882). One exception:
-    `lipsync`'s generator call, which its batcher makes one at a time, runs beside the sends (a
-    Wav2Lip call holds 0.3–1 s on a CPU, and holding `ipc` through it froze every other stream's
-    parts for that long; 8 streams side by side ran clean with it).
+    concurrent BLS load is open upstream, triton-inference-server/server#8882). `lipsync`'s
+    generator call stays under it too: run beside the sends (one call at a time), it left a text
+    reply unfinished at shutdown in two of two runs of the admission tests (exit timeout), and none
+    with it held.
     """
     for request in requests:
         threading.Thread(target=_respond, args=(request, handle, metrics, ipc), daemon=True).start()

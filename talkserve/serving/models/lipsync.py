@@ -106,7 +106,7 @@ class TritonPythonModel:
         with self.ipc:
             self.generator_calls.increment(1)
             self.batch_hist.observe(len(mel))
-        return wav2lip(mel, face)  # outside ipc: the batcher makes one call at a time, and exec lets go of the GIL
+            return wav2lip(mel, face)  # under ipc: beside the sends, a reply was left unfinished at shutdown
 
     def _live(self, request, turn: str, flow: str) -> bool:
         """Not cancelled, not superseded (barge-in), and its reader has not said it left."""
