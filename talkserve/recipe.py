@@ -102,6 +102,9 @@ class Wav2LipRecipe(Strict):
     batch_frames: int = Field(
         50, ge=1, description="Most frames in one generator call: lipsync joins the parts of every stream "
                               "waiting on the generator into one call (on a GPU, at most gpu.wav2lip_max_batch)")
+    arena_release_s: float = Field(
+        2.0, ge=0, description="CPU target: seconds the generator is idle before ONNX Runtime gives back the "
+                               "memory its largest joined call grew (fp32, 30 frames: ~600 MB); 0 = keep it")
 
 
 class ASRRecipe(Strict):

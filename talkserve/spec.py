@@ -125,6 +125,9 @@ class OnnxParams(Params):
     onnx_file: str = Field("model.onnx", description="ONNX file in the model's version directory")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = one per core)")
     cpu_nice: int = Field(0, ge=0, le=19, description="Niceness of this stub (the LLM yields to speech and video)")
+    arena_release_s: float = Field(
+        0.0, ge=0, description="Idle seconds after which the session gives its memory arena back (a one-row run "
+                               "with arena shrinkage; every free input dimension must take 1); 0 = keep it")
 
 
 class LLMParams(Params):

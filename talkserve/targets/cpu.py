@@ -192,8 +192,8 @@ def onnx_runtime_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     repo.write_python_model(root, spec.llm_decoder(layout), spec.OnnxParams(
         intra_op_threads=threads, cpu_nice=recipe.llm.cpu_nice), recipe.llm.instances)
     if recipe.lipsync.kind == "wav2lip":
-        repo.write_python_model(root, spec.WAV2LIP, spec.OnnxParams(intra_op_threads=threads),
-                                recipe.wav2lip.instances)
+        params = spec.OnnxParams(intra_op_threads=threads, arena_release_s=recipe.wav2lip.arena_release_s)
+        repo.write_python_model(root, spec.WAV2LIP, params, recipe.wav2lip.instances)
 
 
 def capacity_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:

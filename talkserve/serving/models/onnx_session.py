@@ -8,7 +8,7 @@ callers' BLS code does not change.
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from talkserve.cpu_sessions import session_options
+from talkserve.cpu_sessions import ArenaRelease, session_options
 from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, run_each
 from talkserve.spec import OnnxParams
 
@@ -19,7 +19,8 @@ class TritonPythonModel:
         apply_cpu_nice(self.args.params.cpu_nice)
         opts = session_options(self.args.params.intra_op_threads)
         path = self.args.files / self.args.params.onnx_file
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session = ArenaRelease(session, self.args.params.arena_release_s)
         self.inputs = [i["name"] for i in self.args.config["input"]]
         self.outputs = [o["name"] for o in self.args.config["output"]]
         self.metrics = Metrics(self.args.name)
@@ -31,3 +32,6 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return run_each(requests, self._run, self.metrics)
+
+    def finalize(self):
+        self.session.close()
