@@ -60,7 +60,9 @@ def test_official_weight_norm_generator_file_loads_as_is(tmp_path):
     loaded = load_hifigan(tmp_path / "g_02500000", V3)
     mel = torch.randn(1, 80, 12)
     with torch.no_grad():
-        assert torch.allclose(loaded(mel), official(mel), atol=1e-6)
+        # folded weights vs g·v/|v| per call: float rounding only (failed once at 1e-6 in a full lane);
+        # a weight loaded wrong is off by orders of magnitude more
+        assert torch.allclose(loaded(mel), official(mel), atol=1e-5)
     with pytest.raises(ValueError, match="generator"):
         torch.save({"state_dict": state}, tmp_path / "wrong.pt")
         load_hifigan(tmp_path / "wrong.pt", V3)
