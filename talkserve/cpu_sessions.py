@@ -46,6 +46,7 @@ class ArenaRelease:
         self._timer: threading.Timer | None = None
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._row = _one_row(session) if idle_s > 0 else {}
         if idle_s > 0:
             self._release_run()  # a model whose one-row run fails says so at load, not at its first quiet spell
 
@@ -78,14 +79,19 @@ class ArenaRelease:
             self._release_run()
 
     def _release_run(self) -> None:
-        feeds = {}
-        for i in self.session.get_inputs():
-            if i.type not in _DTYPES:
-                raise ValueError(f"arena release: input {i.name!r} has type {i.type}, not one of {sorted(_DTYPES)}")
-            shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
-            feeds[i.name] = np.zeros(shape, dtype=_DTYPES[i.type])
         try:
-            self.session.run(None, feeds, self._shrink)
+            self.session.run(None, self._row, self._shrink)
         except Exception as e:
             raise ValueError(f"arena release needs a run with every free dimension 1, which failed: {e}") from e
         self.releases += 1
+
+
+def _one_row(session) -> dict:
+    """Zeros for every input of `session`, each free dimension 1."""
+    feeds = {}
+    for i in session.get_inputs():
+        if i.type not in _DTYPES:
+            raise ValueError(f"arena release: input {i.name!r} has type {i.type}, not one of {sorted(_DTYPES)}")
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        feeds[i.name] = np.zeros(shape, dtype=_DTYPES[i.type])
+    return feeds
