@@ -28,9 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
-QUESTION = "How does this work?"
+from talkserve.targets.calibrate import QUESTION, meets_real_time
 
 BASELINE = r"""
 import json, sys, time
@@ -99,64 +97,30 @@ def pss_mb(pid: int) -> float:
 
 
 def run_streams(url: str, server, n: int, retry=None) -> dict:
-    """`n` concurrent streams; per stream: admitted or refused (and how fast), first chunk, stalls of a
-    player that starts at its first chunk (talkserve.playback.stalls)."""
-    from talkserve.client import NO_RETRY, TalkClient, TalkError
-    from talkserve.playback import stall_points
+    """`n` concurrent streams as the build's calibration runs them (talkserve.targets.calibrate:
+    first chunk, stalls, refusals, degraded sentences), with the served tree's peak memory."""
+    from talkserve.targets.calibrate import run_streams as streams
 
-    streams, peak, done = [], [process_tree_rss_mb(server.proc.pid)], threading.Event()
-    degraded_before = served_metric(server, "talkserve_lipsync_degraded_sentences_total")
+    peak, done = [process_tree_rss_mb(server.proc.pid)], threading.Event()
 
     def sample():
         while not done.wait(0.2):
             peak.append(process_tree_rss_mb(server.proc.pid))
 
-    def one():
-        sent = time.monotonic()
-        try:
-            with TalkClient(url, retry=retry or NO_RETRY) as client:
-                chunks = list(client.stream(QUESTION, "sample"))
-            points = stall_points((c.seconds, len(c.audio) / c.sample_rate) for c in chunks)
-            streams.append({"status": "OK", "ttfc_s": chunks[0].seconds, "stalls": len(points),
-                            "stall_s": sum(w for _, w in points), "video_s": sum(len(c.audio) / c.sample_rate
-                                                                                  for c in chunks),
-                            # where: (sentence, part) of each late chunk, and how long the player waited
-                            "late": [(chunks[i].index, chunks[i].part, round(w, 3)) for i, w in points]})
-        except TalkError as e:  # counted and reported, not hidden
-            streams.append({"status": e.status, "after_s": time.monotonic() - sent, "error": str(e)[:200]})
-
     sampler = threading.Thread(target=sample)
     sampler.start()
-    start = time.monotonic()
-    workers = [threading.Thread(target=one) for _ in range(n)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.monotonic() - start
-    done.set()
-    sampler.join()
-    ok = [s for s in streams if s["status"] == "OK"]
-    refused = [s for s in streams if s["status"] == "RESOURCE_EXHAUSTED"]
-    ttfc = [s["ttfc_s"] for s in ok]
-    q = np.percentile(ttfc, [50, 95, 99]) if ttfc else [float("nan")] * 3
-    video = sum(s["video_s"] for s in ok)
-    return {"streams": n, "admitted": len(ok), "refused": len(refused),
-            "refusal_max_s": max((s["after_s"] for s in refused), default=None),
-            "errors": [s["error"] for s in streams if s["status"] not in ("OK", "RESOURCE_EXHAUSTED")],
-            "stalls": sum(s["stalls"] for s in ok), "stall_s": sum(s["stall_s"] for s in ok),
-            "streams_stalled": sum(1 for s in ok if s["stalls"]), "late": [s["late"] for s in ok if s["late"]],
-            "degraded_sentences": served_metric(server, "talkserve_lipsync_degraded_sentences_total") - degraded_before,
-            "ttfc_p50_s": q[0], "ttfc_p95_s": q[1], "ttfc_p99_s": q[2], "wall_s": wall, "video_s": video,
-            "throughput": video / wall, "rtf": wall / max(video, 1e-9), "peak_rss_mb": max(peak)}
+    try:
+        r = streams(url, n, server.ports.metrics, retry=retry, question=QUESTION)
+    finally:
+        done.set()
+        sampler.join()
+    return {**r, "peak_rss_mb": max(peak)}
 
 
 def served_metric(server, name: str) -> float:
-    import urllib.request
+    from talkserve.targets.calibrate import served_metric as metric
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5) as r:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
-                   if line.startswith((name + "{", name + " ")))
+    return metric(server.ports.metrics, name)
 
 
 def say(label: str, r: dict) -> None:
@@ -205,11 +169,6 @@ def bench_home():
         root = Path(tmp)
         AvatarStore(root / "avatars.db").add(SAMPLE_PORTRAIT, "sample")
         yield root, root / "avatars.db"
-
-
-def meets_real_time(r: dict) -> bool:
-    """The node carries `streams` in real time: all admitted, none stalled, first chunk p95 ≤ 1.5 s."""
-    return r["admitted"] == r["streams"] and r["stalls"] == 0 and not r["errors"] and r["ttfc_p95_s"] <= 1.5
 
 
 def served(repository: Path, streams: list[int]) -> dict:

@@ -133,9 +133,17 @@ class ServingRecipe(Strict):
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 = default")
     max_streams: int | None = Field(
         None, ge=1, description="Replies the server runs at once; one more is refused at once (clients: "
-                                "RESOURCE_EXHAUSTED, retried on another replica). null = calibrated at the end of "
-                                "the build from the speech and lip-sync cost of a second of video on this machine "
-                                "(build where you serve, or set it: a GPU node runs more than its build Job's CPU)")
+                                "RESOURCE_EXHAUSTED, retried on another replica). null = measured at the end of "
+                                "the build: the built repository is served here and the stream count stepped "
+                                "(1, 2, ...) to the most with no stall and first chunk p95 within "
+                                "first_chunk_p95_s (build where you serve, or set it: a GPU node carries more "
+                                "than its build Job's CPU)")
+    calibration_streams: int = Field(
+        4, ge=1, description="max_streams null: the most streams the build's served run tries (each step costs "
+                             "about one reply's wall time)")
+    first_chunk_p95_s: float = Field(
+        1.5, gt=0, description="max_streams null: the slowest first chunk (95th percentile, seconds) a stream "
+                               "count may show and still count as carried in real time")
     stream_lease_seconds: float = Field(
         60.0, gt=0, description="A reply whose stages have made no progress this long (a stage died) stops holding "
                                 "its slot")

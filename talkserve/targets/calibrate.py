@@ -1,73 +1,176 @@
-"""How many replies this machine runs at once without any of them stalling: the build's default for
-`serving.max_streams` (admission control, talkserve.admission).
+"""How many replies this machine carries in real time: the build's default `serving.max_streams`
+(admission control, talkserve.admission).
 
-A reply in real time needs, per second of video, a second of speech from `tts` and 25 frames from
-`lipsync`; the models share the machine's cores, so what one second of video costs in wall time
-with each model on all cores, run here on the built files exactly as the served models load them, is
-what bounds the streams: capacity = ⌊headroom / cost⌋. The headroom leaves the rest to the LLM, the
-stub IPC and the network; `bench/pipeline.py --capacity` measures the real figure to compare.
+A viewer's player starts at the first chunk and *stalls* whenever the next part lands after what it
+had has played out. The real-time capacity is the most concurrent streams with no stall and first
+chunk p95 within `serving.first_chunk_p95_s`. The build measures it as a user would meet it: at its
+end it serves the finished repository on the real tritonserver and steps the stream count (1, 2, …)
+until a count misses, then writes the last count that held as the limit of both entry models
+(`admit`, `asr`). An earlier version timed the voice and the generator alone and set ⌊0.75 / cost⌋:
+that left out the LLM, the IPC and the warp that takes the sentences Wav2Lip cannot follow, and gave
+1 where pruned30-int8 carried 2. `bench/pipeline.py --capacity` runs the same stepping beside the
+eager baseline.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import tempfile
+import threading
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from talkserve import repository as repo
 from talkserve import spec
-from talkserve.audio import pad_to_frames
-from talkserve.avatars import AvatarStore
-from talkserve.lipsync import animate, animate_warp
-from talkserve.lipsync.warp import WarpRig
-from talkserve.models.voice import load_voice
-from talkserve.recipe import SAMPLE_PORTRAIT
 
-SENTENCE = "Thanks for asking, I will explain it step by step."
-HEADROOM = 0.75  # of the machine for speech and lip-sync; the rest for the LLM, IPC and the network
-MOST = 32  # a calibration never admits more than this many streams
+QUESTION = "How does this work?"  # what each stream asks (the benchmark's question)
+AVATAR = "sample"
+DEGRADED = "talkserve_lipsync_degraded_sentences_total"
 
 
-def _lipsync(root: Path, params: spec.LipsyncParams, avatar, threads: int):
-    """parts(audio, sr) as the served `lipsync` model computes them (no IPC)."""
-    fps, first, part = params.fps, params.first_part_frames, params.part_frames
-    if params.kind == "warp":
-        rig = WarpRig(avatar.portrait, avatar.landmarks, params.warp)
-        return lambda audio, sr: list(animate_warp(audio, sr, rig, fps, first, part))
-    import onnxruntime as ort
+def stream_once(url: str, question: str = QUESTION, avatar: str = AVATAR, retry=None) -> dict:
+    """One reply as a player meets it: first chunk, stalls and where they fell, or why it was refused."""
+    from talkserve.client import NO_RETRY, TalkClient, TalkError
+    from talkserve.playback import stall_points
 
-    from talkserve.cpu_sessions import session_options
+    sent = time.monotonic()
+    try:
+        with TalkClient(url, retry=retry or NO_RETRY) as client:
+            chunks = list(client.stream(question, avatar))
+    except TalkError as e:  # counted and reported, not hidden
+        return {"status": e.status, "after_s": time.monotonic() - sent, "error": str(e)[:200]}
+    if not chunks:
+        return {"status": "EMPTY", "after_s": time.monotonic() - sent, "error": "the reply had no chunks"}
+    points = stall_points((c.seconds, len(c.audio) / c.sample_rate) for c in chunks)
+    return {"status": "OK", "ttfc_s": chunks[0].seconds, "stalls": len(points), "stall_s": sum(w for _, w in points),
+            "video_s": sum(len(c.audio) / c.sample_rate for c in chunks),
+            # where: (sentence, part) of each late chunk, and how long the player waited
+            "late": [(chunks[i].index, chunks[i].part, round(w, 3)) for i, w in points]}
 
-    # the exported generator, whichever target serves it, with the served options
-    session = ort.InferenceSession(str(root / "wav2lip" / "1" / "model.onnx"), session_options(threads),
-                                   providers=["CPUExecutionProvider"])
 
-    def generate(mel: np.ndarray, face: np.ndarray) -> np.ndarray:
-        return session.run(["frames"], {"mel": mel, "face": face})[0]
-
-    return lambda audio, sr: list(animate(audio, sr, avatar, generate, fps, first, part))
+def served_metric(metrics_port: int, name: str) -> float:
+    """The sum of a metric's series on a server's Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
+                   if line.startswith((name + "{", name + " ")))
 
 
-def calibrate(root: Path) -> dict:
-    """Seconds of wall time one second of video costs here (speech + lip-sync), and the streams it allows."""
-    tts, lip = repo.read_params(root / "tts", spec.TTSParams), repo.read_params(root / "lipsync", spec.LipsyncParams)
-    fps = lip.fps
-    voice = load_voice(root / "tts" / "1", tts)
+def run_streams(url: str, n: int, metrics_port: int | None = None, retry=None, question: str = QUESTION) -> dict:
+    """`n` concurrent replies: admitted or refused (and how fast), first chunk percentiles, stalls,
+    video seconds per wall second, and (given the metrics port) sentences degraded to the warp."""
+    before = served_metric(metrics_port, DEGRADED) if metrics_port else 0.0
+    streams: list[dict] = []
+    start = time.monotonic()
+    workers = [threading.Thread(target=lambda: streams.append(stream_once(url, question, retry=retry)))
+               for _ in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.monotonic() - start
+    ok = [s for s in streams if s["status"] == "OK"]
+    refused = [s for s in streams if s["status"] == "RESOURCE_EXHAUSTED"]
+    ttfc = [s["ttfc_s"] for s in ok]
+    q = np.percentile(ttfc, [50, 95, 99]).tolist() if ttfc else [float("nan")] * 3
+    video = sum(s["video_s"] for s in ok)
+    return {"streams": n, "admitted": len(ok), "refused": len(refused),
+            "refusal_max_s": max((s["after_s"] for s in refused), default=None),
+            "errors": [s["error"] for s in streams if s["status"] not in ("OK", "RESOURCE_EXHAUSTED")],
+            "stalls": sum(s["stalls"] for s in ok), "stall_s": sum(s["stall_s"] for s in ok),
+            "streams_stalled": sum(1 for s in ok if s["stalls"]), "late": [s["late"] for s in ok if s["late"]],
+            "degraded_sentences": (served_metric(metrics_port, DEGRADED) - before) if metrics_port else None,
+            "ttfc_p50_s": q[0], "ttfc_p95_s": q[1], "ttfc_p99_s": q[2], "wall_s": wall, "video_s": video,
+            "throughput": video / wall, "rtf": wall / max(video, 1e-9)}
+
+
+def meets_real_time(r: dict, first_chunk_p95_s: float = 1.5) -> bool:
+    """The node carried `streams` in real time: all admitted, none stalled, no error, first chunk p95 in bound."""
+    return (r["admitted"] == r["streams"] and r["stalls"] == 0 and not r["errors"]
+            and r["ttfc_p95_s"] <= first_chunk_p95_s)
+
+
+def step_streams(run: Callable[[int], dict], most: int, first_chunk_p95_s: float = 1.5,
+                 on_step: Callable[[dict], None] | None = None) -> tuple[int, list[dict]]:
+    """Run 1, 2, … `most` streams, stopping after the first count that misses real time:
+    (the most streams that held, 0 if none did; every step's result)."""
+    steps: list[dict] = []
+    for n in range(1, most + 1):
+        steps.append(run(n))
+        if on_step:
+            on_step(steps[-1])
+        if not meets_real_time(steps[-1], first_chunk_p95_s):
+            break
+    held = [r["streams"] for r in steps if meets_real_time(r, first_chunk_p95_s)]
+    return max(held, default=0), steps
+
+
+@contextlib.contextmanager
+def _served_for_calibration(root: Path, most: int):
+    """`root` served with room for `most` streams and a scratch avatar store holding the sample
+    portrait; every config it changed is put back byte for byte when it stops."""
+    from talkserve.avatars import AvatarStore
+    from talkserve.client import TalkClient
+    from talkserve.recipe import SAMPLE_PORTRAIT
+    from talkserve.serve import Ports, Server, ServerError
+
+    changed = [root / m for m in (spec.ADMIT.name, spec.ASR.name, spec.LLM.name, spec.LIPSYNC.name)]
+    saved = {d: (d / "config.pbtxt").read_bytes() for d in changed if (d / "config.pbtxt").is_file()}
+    built = set(root.rglob("*"))
     with tempfile.TemporaryDirectory(prefix="talkserve-calibrate-") as tmp:
-        avatar = AvatarStore(Path(tmp) / "avatars.db").add(SAMPLE_PORTRAIT, "sample")
-    draw = _lipsync(root, lip, avatar, tts.intra_op_threads)
-    draw(pad_to_frames(voice.synthesize("Hello."), voice.sample_rate, fps), voice.sample_rate)  # warm-up
-    start = time.perf_counter()
-    speech = voice.synthesize(SENTENCE)
-    spoken = time.perf_counter()
-    audio = pad_to_frames(speech, voice.sample_rate, fps)
-    draw(audio, voice.sample_rate)
-    drawn = time.perf_counter()
-    seconds = len(audio) / voice.sample_rate
-    cost = (drawn - start) / seconds
-    return {"video_seconds": round(seconds, 3), "tts_s_per_s": round((spoken - start) / seconds, 4),
-            "lipsync_s_per_s": round((drawn - spoken) / seconds, 4), "cost_s_per_s": round(cost, 4),
-            "headroom": HEADROOM, "max_streams": max(1, min(MOST, math.floor(HEADROOM / cost)))}
+        db = Path(tmp) / "avatars.db"
+        AvatarStore(db).add(SAMPLE_PORTRAIT, AVATAR)
+        try:
+            admit = repo.update_params(root / spec.ADMIT.name, max_streams=most)
+            repo.update_params(root / spec.ASR.name, admission=admit.model_dump())
+            for model in (spec.LLM.name, spec.LIPSYNC.name):
+                repo.update_params(root / model, avatar_db=str(db))
+            log = Path(tmp) / "tritonserver.log"
+            server = Server(root, Ports.free(), log=log)
+            try:
+                server.start()
+            except ServerError as e:
+                raise RuntimeError(f"the built repository does not serve: {e}\n{_tail(log)}") from e
+            try:
+                url = f"127.0.0.1:{server.ports.grpc}"
+                with TalkClient(url) as client:  # warm-up: the first reply pays lazy initialisation
+                    list(client.stream("Hello!", AVATAR))
+                yield server, url, log
+            finally:
+                server.stop()
+        finally:
+            for d, text in saved.items():
+                (d / "config.pbtxt").write_bytes(text)
+            # what the stubs wrote (their bytecode: the embedded interpreter ignores PYTHONDONTWRITEBYTECODE)
+            for path in sorted(set(root.rglob("*")) - built, reverse=True):
+                path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.is_file() else ""
+
+
+def calibrate(root: Path, most: int, first_chunk_p95_s: float = 1.5,
+              progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Serve the repository at `root`, step the stream count, and return the limit and every step.
+    A single reply that fails is a build that does not serve: RuntimeError with the server's log."""
+    start = time.monotonic()
+    with _served_for_calibration(root, most) as (server, url, log):
+        def run(n: int) -> dict:
+            return run_streams(url, n, server.ports.metrics)
+
+        def report(r: dict) -> None:
+            progress(f"{r['streams']} streams: first chunk p95 {r['ttfc_p95_s']:.2f}s, {r['stalls']} stalls, "
+                     f"{r['degraded_sentences']:.0f} sentences degraded, {len(r['errors'])} errors")
+            if r["streams"] == 1 and r["errors"]:
+                raise RuntimeError(f"the built repository served no reply: {r['errors'][0]}\n{_tail(log)}")
+
+        held, steps = step_streams(run, most, first_chunk_p95_s, report)
+    keep = ("streams", "admitted", "stalls", "stall_s", "degraded_sentences", "ttfc_p50_s", "ttfc_p95_s",
+            "throughput", "errors")
+    return {"from": "served run", "max_streams": max(1, held), "real_time": held >= 1, "tried_up_to": most,
+            "first_chunk_p95_bound_s": first_chunk_p95_s, "seconds": round(time.monotonic() - start, 1),
+            "steps": [{k: r[k] for k in keep} for r in steps]}

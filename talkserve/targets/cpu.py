@@ -31,6 +31,10 @@ def check_inputs(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
             raise ValueError(f"{path} does not exist")
     if recipe.compress.data_dir is not None and not recipe.compress.data_dir.is_dir():
         raise ValueError(f"compress.data_dir {recipe.compress.data_dir} is not a directory")
+    if recipe.target == "gpu" and recipe.serving.max_streams is None:  # before minutes of compression
+        raise ValueError("serving.max_streams is null, which measures the limit by serving the build here; the "
+                         "embedded tritonserver cannot serve TensorRT engines: set serving.max_streams for this "
+                         "GPU (`bench/pipeline.py --capacity` on the node measures it)")
 
 
 def _data(recipe: Recipe, ctx: BuildContext):
@@ -197,18 +201,27 @@ def onnx_runtime_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
 
 
 def capacity_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
-    """The stream limit (the recipe's, or calibrated here) for `admit`, talking_head's first step, and
-    for `asr`, talking_head_voice's (written in the next step)."""
-    limit = recipe.serving.max_streams
-    if limit is None:
-        from talkserve.targets.calibrate import calibrate
-
-        ctx.capacity = calibrate(root)
-        limit = ctx.capacity["max_streams"]
-    else:
-        ctx.capacity = {"max_streams": limit, "from": "recipe"}
+    """The stream limit for `admit`, talking_head's first step, and for `asr`, talking_head_voice's
+    (written in the next step): the recipe's, or until `calibration_step` measures it, the most the
+    calibration tries."""
+    limit = recipe.serving.max_streams or recipe.serving.calibration_streams
+    ctx.capacity = {"max_streams": limit, "from": "recipe" if recipe.serving.max_streams else "not measured yet"}
     ctx.admission = spec.AdmitParams(max_streams=limit, stream_lease_seconds=recipe.serving.stream_lease_seconds)
     repo.write_python_model(root, spec.ADMIT, ctx.admission)
+
+
+def calibration_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
+    """`serving.max_streams` null: serve the finished repository here and step the stream count
+    (talkserve.targets.calibrate); the limit that held goes into both entry models."""
+    if recipe.serving.max_streams is not None:
+        return
+    from talkserve.targets.calibrate import calibrate
+
+    s = recipe.serving
+    ctx.capacity = calibrate(root, s.calibration_streams, s.first_chunk_p95_s, progress=lambda m: print(f"    {m}"))
+    ctx.admission = ctx.admission.model_copy(update={"max_streams": ctx.capacity["max_streams"]})
+    repo.write_python_model(root, spec.ADMIT, ctx.admission)
+    repo.update_params(root / spec.ASR.name, admission=ctx.admission.model_dump())
 
 
 def ensemble_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
@@ -235,8 +248,9 @@ STEPS = [
     ("package TTS (Piper voice or FastSpeech2 + HiFi-GAN)", tts_step),
     ("lip-sync: Wav2Lip (ONNX) or the procedural warp", lipsync_step),
     (ONNX_RUNTIME, onnx_runtime_step),
-    ("admission: stream limit (recipe, or calibrated on this machine)", capacity_step),
+    ("admission: stream limit (the recipe's, or provisional until measured)", capacity_step),
     ("package ASR (Whisper + silero-vad), barge-in and read receipts", asr_step),
     ("write talking_head and talking_head_voice ensembles", ensemble_step),
     ("write compression report", report_step),
+    ("admission: stream limit measured by serving this build (serving.max_streams null)", calibration_step),
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import metric
 
 from talkserve.avatars import AvatarStore
 from talkserve.lipsync.warp import WarpRig
@@ -41,17 +42,30 @@ def test_warp_build_serves_without_a_generator(warp_server):
     assert not (current / "wav2lip").exists()
 
 
-def test_the_build_calibrates_the_stream_limit_from_what_a_second_of_video_costs_here(warp_server):
+def test_the_build_measures_its_stream_limit_by_serving_what_it_built(warp_server):
     from talkserve import repository as repo
-    from talkserve.targets.calibrate import HEADROOM, MOST
+    from talkserve.spec import PARAMS_OF
+    from talkserve.targets.calibrate import meets_real_time
 
-    _, current, _ = warp_server
-    capacity = json.loads((current / "talkserve_build.json").read_text())["capacity"]  # max_streams: null
-    cost = capacity["tts_s_per_s"] + capacity["lipsync_s_per_s"]
-    assert capacity["cost_s_per_s"] == pytest.approx(cost, abs=2e-4) and capacity["video_seconds"] > 1
-    assert capacity["lipsync_s_per_s"] < 0.2  # the warp draws hundreds of frames a second
-    assert capacity["max_streams"] == max(1, min(MOST, int(HEADROOM / capacity["cost_s_per_s"])))
+    recipe, current, srv = warp_server
+    manifest = json.loads((current / "talkserve_build.json").read_text())
+    capacity = manifest["capacity"]  # recipe: max_streams null
+    steps, bound = capacity["steps"], recipe.serving.first_chunk_p95_s
+    assert capacity["from"] == "served run" and capacity["tried_up_to"] == recipe.serving.calibration_streams
+    assert [s["streams"] for s in steps] == list(range(1, len(steps) + 1))
+    assert all(meets_real_time(s, bound) for s in steps[:-1])  # it stepped on while the node kept up
+    last = steps[-1]
+    held = last["streams"] if meets_real_time(last, bound) else last["streams"] - 1
+    assert len(steps) == recipe.serving.calibration_streams or not meets_real_time(last, bound)
+    assert capacity["max_streams"] == max(1, held) and steps[0]["ttfc_p95_s"] > 0
+    # the limit both entry models hold, and what the running server reports
     assert repo.read_params(current / "admit", AdmitParams).max_streams == capacity["max_streams"]
+    assert repo.read_params(current / "asr", PARAMS_OF["asr"]).admission.max_streams == capacity["max_streams"]
+    assert metric(srv, "talkserve_streams_capacity") == capacity["max_streams"]
+    # the served run left the repository as built: the recipe's avatar store, and nothing added
+    # (the manifest lists every file at the end of the build; the stubs' bytecode is gone)
+    assert repo.read_params(current / "llm", PARAMS_OF["llm"]).avatar_db == str(recipe.serving.avatar_db.absolute())
+    assert not [f for f in manifest["files"] if "__pycache__" in f or "avatars" in f]
 
 
 def test_warp_reply_moves_only_the_mouth(warp_server, tmp_path):

@@ -1,0 +1,56 @@
+"""The build's stream-limit calibration (talkserve.targets.calibrate): what counts as real time, and
+how the stream count is stepped. The served run itself: tests/server/test_warp_server.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from talkserve.recipe import Recipe
+from talkserve.repository import BuildContext
+from talkserve.targets.calibrate import meets_real_time, step_streams
+from talkserve.targets.cpu import check_inputs
+
+
+def result(n: int, p95: float = 0.5, stalls: int = 0, admitted: int | None = None, errors=()) -> dict:
+    return {"streams": n, "admitted": n if admitted is None else admitted, "stalls": stalls,
+            "errors": list(errors), "ttfc_p95_s": p95}
+
+
+def test_real_time_means_every_stream_admitted_none_stalled_no_error_and_first_chunk_in_bound():
+    assert meets_real_time(result(2, p95=1.5))
+    assert not meets_real_time(result(2, p95=1.51))
+    assert meets_real_time(result(2, p95=1.9), first_chunk_p95_s=2.0)
+    assert not meets_real_time(result(2, stalls=1))
+    assert not meets_real_time(result(2, admitted=1))  # refused by a limit left in place
+    assert not meets_real_time(result(2, errors=["deadline exceeded"]))
+
+
+def test_stepping_stops_at_the_first_count_that_misses_and_keeps_the_last_that_held():
+    asked = []
+
+    def run(n: int) -> dict:
+        asked.append(n)
+        return result(n, p95=0.4 * n)  # 1.2 s at 3 streams, 1.6 s at 4
+
+    held, steps = step_streams(run, most=8)
+    assert (held, asked) == (3, [1, 2, 3, 4]) and [s["streams"] for s in steps] == asked
+
+
+def test_stepping_tries_no_more_than_asked_and_reports_none_when_one_stream_misses():
+    assert step_streams(lambda n: result(n), most=2)[0] == 2
+    held, steps = step_streams(lambda n: result(n, stalls=1), most=4)
+    assert held == 0 and len(steps) == 1
+
+
+def test_each_step_is_reported_as_it_ends():
+    seen = []
+    step_streams(lambda n: result(n, p95=n), most=3, first_chunk_p95_s=1.0, on_step=seen.append)
+    assert [s["streams"] for s in seen] == [1, 2]
+
+
+def test_a_gpu_build_without_a_stream_limit_fails_before_any_work(tmp_path):
+    recipe = Recipe(name="gpu", target="gpu")
+    with pytest.raises(ValueError, match=r"serving.max_streams is null.*cannot serve TensorRT engines"):
+        check_inputs(tmp_path, recipe, BuildContext("b"))
+    recipe.serving.max_streams = 3
+    check_inputs(tmp_path, recipe, BuildContext("b"))  # the recipe's limit: nothing to measure
