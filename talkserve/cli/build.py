@@ -21,8 +21,21 @@ def do_build(recipe: Recipe, output: Path, steps: list | None = None, needed=Non
     report = current / "compression_report.md"
     if report.is_file():
         typer.echo(report.read_text(encoding="utf-8"))
+    typer.echo(capacity_line(current))
     typer.echo(f"built {recipe.name} → {current} ({current.resolve().name}) in {time.monotonic() - start:.1f}s")
     return current
+
+
+def capacity_line(current: Path) -> str:
+    """The stream limit the build wrote, and where it came from."""
+    import json
+
+    c = json.loads((current / "talkserve_build.json").read_text()).get("capacity") or {}
+    if c.get("from") != "served run":
+        return f"stream limit: serving.max_streams = {c.get('max_streams')} ({c.get('from', 'unknown')})"
+    held = "" if c["real_time"] else "; even 1 stream missed real time here"
+    return (f"stream limit: serving.max_streams = {c['max_streams']}, measured by serving this build "
+            f"({len(c['steps'])} steps up to {c['steps'][-1]['streams']} streams, {c['seconds']:.0f}s{held})")
 
 
 @app.command("build")

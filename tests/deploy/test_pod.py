@@ -62,6 +62,8 @@ def test_the_cpu_pool_comes_up_serves_a_reply_from_a_read_only_avatar_store_and_
     models = Path(claims["talkserve-models-cpu"])
     config = json.loads((models / "current" / "talkserve_build.json").read_text())
     assert config["recipe"]["serving"]["avatar_db"] is None  # found by the pod from $TALKSERVE_HOME
+    # the Job measured the stream limit by serving its build in the pod (read-only root, its /dev/shm)
+    assert config["capacity"]["from"] == "served run" and config["capacity"]["steps"][0]["errors"] == []
     deployment = workload(docs)
     spec = pod_spec(deployment)
     c = spec["containers"][0]
