@@ -113,7 +113,7 @@ def _served_for_calibration(root: Path, most: int):
     """`root` served with room for `most` streams and a scratch avatar store holding the sample
     portrait; every config it changed is put back byte for byte when it stops."""
     from talkserve.avatars import AvatarStore
-    from talkserve.client import TalkClient
+    from talkserve.client import TalkClient, TalkError
     from talkserve.recipe import SAMPLE_PORTRAIT
     from talkserve.serve import Ports, Server, ServerError
 
@@ -136,8 +136,11 @@ def _served_for_calibration(root: Path, most: int):
                 raise RuntimeError(f"the built repository does not serve: {e}\n{_tail(log)}") from e
             try:
                 url = f"127.0.0.1:{server.ports.grpc}"
-                with TalkClient(url) as client:  # warm-up: the first reply pays lazy initialisation
-                    list(client.stream("Hello!", AVATAR))
+                try:
+                    with TalkClient(url) as client:  # warm-up: the first reply pays lazy initialisation
+                        list(client.stream("Hello!", AVATAR))
+                except TalkError as e:
+                    raise RuntimeError(f"the built repository served no reply: {e}\n{_tail(log)}") from e
                 yield server, url, log
             finally:
                 server.stop()
@@ -163,7 +166,8 @@ def calibrate(root: Path, most: int, first_chunk_p95_s: float = 1.5,
             return run_streams(url, n, server.ports.metrics)
 
         def report(r: dict) -> None:
-            progress(f"{r['streams']} streams: first chunk p95 {r['ttfc_p95_s']:.2f}s, {r['stalls']} stalls, "
+            streams = f"{r['streams']} stream{'s' * (r['streams'] > 1)}"
+            progress(f"{streams}: first chunk p95 {r['ttfc_p95_s']:.2f}s, {r['stalls']} stalls, "
                      f"{r['degraded_sentences']:.0f} sentences degraded, {len(r['errors'])} errors")
             if r["streams"] == 1 and r["errors"]:
                 raise RuntimeError(f"the built repository served no reply: {r['errors'][0]}\n{_tail(log)}")

@@ -80,3 +80,19 @@ def test_warp_reply_moves_only_the_mouth(warp_server, tmp_path):
     moved = np.abs(video[:, y1:y2, x1:x2].astype(int) - avatar.portrait[y1:y2, x1:x2]).mean(axis=(1, 2, 3))
     assert (moved > 2).mean() > 0.4 and (moved == 0).any()  # it talks, and closes its mouth in pauses
     assert abs(len(video) - round(sum(len(c.audio) for c in result.chunks) / result.chunks[0].sample_rate * 25)) <= 1
+
+
+def test_a_build_that_does_not_serve_fails_its_calibration_and_keeps_its_configs(warp_server, tmp_path):
+    import shutil
+
+    from talkserve.targets.calibrate import calibrate
+
+    _, current, _ = warp_server
+    broken = tmp_path / "repository"
+    shutil.copytree(current, broken, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "tts" / "1" / "voice.onnx").write_bytes(b"not a voice")
+    before = {p: p.read_bytes() for p in broken.rglob("*") if p.is_file()}
+    with pytest.raises(RuntimeError, match="the built repository does not serve"):
+        calibrate(broken, most=2)
+    after = {p: p.read_bytes() for p in broken.rglob("*") if p.is_file()}
+    assert after == before  # limits and avatar store put back, nothing left behind
