@@ -55,6 +55,7 @@ def built(tmp_path_factory):
     recipe.serving.avatar_db = root / "avatars.db"
     # The suite runs several streams at once to test other things; admission has tests of its own.
     recipe.serving.max_streams = 8
+    recipe.llm.instances = 2  # not one loop per stream: 9 stubs would slow every server start of the suite
     AvatarStore(recipe.serving.avatar_db).add(SAMPLE_PORTRAIT, "sample")
     current = build(recipe, root / "model_repository", STEPS, progress=lambda s: None)
     return recipe, current

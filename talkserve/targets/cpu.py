@@ -81,7 +81,7 @@ def llm_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
         kv_layout=layout, max_new_tokens=m.max_new_tokens, max_new_tokens_limit=m.max_new_tokens_limit,
         max_text_chars=recipe.serving.max_text_chars, avatar_db=recipe.serving.configured_avatar_db(),
         cpu_nice=m.cpu_nice, max_history_turns=m.max_history_turns, max_prompt_tokens=m.max_prompt_tokens,
-        prefix_cache_mib=m.prefix_cache_mib), m.instances)
+        prefix_cache_mib=m.prefix_cache_mib), m.instances or 1)  # null: sized with the stream limit (capacity_step)
     tok_dir = root / "llm" / "1" / "tokenizer"
     tok_dir.mkdir(parents=True)
     for name in TOKENIZER_FILES:
@@ -194,7 +194,7 @@ def onnx_runtime_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     threads = recipe.serving.onnx_threads
     layout = repo.read_params(root / "llm", spec.LLMParams).kv_layout
     repo.write_python_model(root, spec.llm_decoder(layout), spec.OnnxParams(
-        intra_op_threads=threads, cpu_nice=recipe.llm.cpu_nice), recipe.llm.instances)
+        intra_op_threads=threads, cpu_nice=recipe.llm.cpu_nice), recipe.llm.decoder_instances)
     if recipe.lipsync.kind == "wav2lip":
         params = spec.OnnxParams(intra_op_threads=threads, arena_release_s=recipe.wav2lip.arena_release_s)
         repo.write_python_model(root, spec.WAV2LIP, params, recipe.wav2lip.instances)
@@ -208,6 +208,13 @@ def capacity_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     ctx.capacity = {"max_streams": limit, "from": "recipe" if recipe.serving.max_streams else "not measured yet"}
     ctx.admission = spec.AdmitParams(max_streams=limit, stream_lease_seconds=recipe.serving.stream_lease_seconds)
     repo.write_python_model(root, spec.ADMIT, ctx.admission)
+    _size_generation_loops(root, recipe, limit)
+
+
+def _size_generation_loops(root: Path, recipe: Recipe, limit: int) -> None:
+    """llm.instances null: a generation loop per admitted stream, and a spare for a barge-in's reply."""
+    if recipe.llm.instances is None:
+        repo.set_instances(root / spec.LLM.name, limit + 1)
 
 
 def calibration_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
@@ -222,6 +229,7 @@ def calibration_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     ctx.admission = ctx.admission.model_copy(update={"max_streams": ctx.capacity["max_streams"]})
     repo.write_python_model(root, spec.ADMIT, ctx.admission)
     repo.update_params(root / spec.ASR.name, admission=ctx.admission.model_dump())
+    _size_generation_loops(root, recipe, ctx.capacity["max_streams"])
 
 
 def ensemble_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:

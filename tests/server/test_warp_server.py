@@ -62,6 +62,8 @@ def test_the_build_measures_its_stream_limit_by_serving_what_it_built(warp_serve
     assert repo.read_params(current / "admit", AdmitParams).max_streams == capacity["max_streams"]
     assert repo.read_params(current / "asr", PARAMS_OF["asr"]).admission.max_streams == capacity["max_streams"]
     assert metric(srv, "talkserve_streams_capacity") == capacity["max_streams"]
+    # llm.instances null: a generation loop per admitted stream and a spare
+    assert repo.read_config(current / "llm").instance_group[0].count == capacity["max_streams"] + 1
     # the served run left the repository as built: the recipe's avatar store, and nothing added
     # (the manifest lists every file at the end of the build; the stubs' bytecode is gone)
     assert repo.read_params(current / "llm", PARAMS_OF["llm"]).avatar_db == str(recipe.serving.avatar_db.absolute())

@@ -54,3 +54,18 @@ def test_a_gpu_build_without_a_stream_limit_fails_before_any_work(tmp_path):
         check_inputs(tmp_path, recipe, BuildContext("b"))
     recipe.serving.max_streams = 3
     check_inputs(tmp_path, recipe, BuildContext("b"))  # the recipe's limit: nothing to measure
+
+
+@pytest.mark.parametrize("max_streams, loops, expected", [(None, None, 5), (3, None, 4), (3, 2, 2)])
+def test_generation_loops_follow_the_stream_limit_unless_the_recipe_sets_them(tmp_path, max_streams, loops, expected):
+    from talkserve import repository as repo
+    from talkserve import spec
+    from talkserve.targets.cpu import capacity_step
+
+    repo.write_python_model(tmp_path, spec.LLM, spec.LLMParams(  # as llm_step writes it
+        kv_layout=spec.KVLayout(2, 2, 8, 32), max_new_tokens=8, max_new_tokens_limit=16, max_text_chars=100,
+        max_history_turns=4, max_prompt_tokens=64, prefix_cache_mib=1.0), loops or 1)
+    recipe = Recipe(name="r")
+    recipe.serving.max_streams, recipe.llm.instances = max_streams, loops
+    capacity_step(tmp_path, recipe, BuildContext("b"))  # null: provisional, calibration_streams (4) until measured
+    assert repo.read_config(tmp_path / "llm").instance_group[0].count == expected
