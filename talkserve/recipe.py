@@ -147,6 +147,9 @@ class ServingRecipe(Strict):
     calibration_streams: int = Field(
         4, ge=1, description="max_streams null: the most streams the build's served run tries (each step costs "
                              "about one reply's wall time)")
+    calibration_tries: int = Field(
+        2, ge=1, description="max_streams null: runs a stream count gets before it counts as missed (on 2 cores "
+                             "one stall by chance had halved the limit)")
     first_chunk_p95_s: float = Field(
         1.5, gt=0, description="max_streams null: the slowest first chunk (95th percentile, seconds) a stream "
                                "count may show and still count as carried in real time")

@@ -35,7 +35,7 @@ def capacity_line(current: Path) -> str:
         return f"stream limit: serving.max_streams = {c.get('max_streams')} ({c.get('from', 'unknown')})"
     held = "" if c["real_time"] else "; even 1 stream missed real time here"
     return (f"stream limit: serving.max_streams = {c['max_streams']}, measured by serving this build "
-            f"({len(c['steps'])} steps up to {c['steps'][-1]['streams']} streams, {c['seconds']:.0f}s{held})")
+            f"({len(c['steps'])} runs of 1 to {c['steps'][-1]['streams']} streams, {c['seconds']:.0f}s{held})")
 
 
 @app.command("build")

@@ -225,7 +225,8 @@ def calibration_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     from talkserve.targets.calibrate import calibrate
 
     s = recipe.serving
-    ctx.capacity = calibrate(root, s.calibration_streams, s.first_chunk_p95_s, progress=lambda m: print(f"    {m}"))
+    ctx.capacity = calibrate(root, s.calibration_streams, s.first_chunk_p95_s, s.calibration_tries,
+                             progress=lambda m: print(f"    {m}"))
     ctx.admission = ctx.admission.model_copy(update={"max_streams": ctx.capacity["max_streams"]})
     repo.write_python_model(root, spec.ADMIT, ctx.admission)
     repo.update_params(root / spec.ASR.name, admission=ctx.admission.model_dump())

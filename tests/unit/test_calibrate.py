@@ -25,7 +25,7 @@ def test_real_time_means_every_stream_admitted_none_stalled_no_error_and_first_c
     assert not meets_real_time(result(2, errors=["deadline exceeded"]))
 
 
-def test_stepping_stops_at_the_first_count_that_misses_and_keeps_the_last_that_held():
+def test_stepping_stops_after_a_count_that_misses_every_try_and_keeps_the_last_that_held():
     asked = []
 
     def run(n: int) -> dict:
@@ -33,19 +33,26 @@ def test_stepping_stops_at_the_first_count_that_misses_and_keeps_the_last_that_h
         return result(n, p95=0.4 * n)  # 1.2 s at 3 streams, 1.6 s at 4
 
     held, steps = step_streams(run, most=8)
-    assert (held, asked) == (3, [1, 2, 3, 4]) and [s["streams"] for s in steps] == asked
+    assert (held, asked) == (3, [1, 2, 3, 4, 4]) and [s["try"] for s in steps] == [1, 1, 1, 1, 2]
+    assert step_streams(lambda n: result(n, p95=0.4 * n), most=8, tries=1)[0] == 3
+
+
+def test_a_miss_by_chance_is_run_again_and_the_count_holds_if_the_rerun_does():
+    runs = iter([result(1), result(2, stalls=1), result(2), result(3, stalls=1), result(3, stalls=2)])
+    held, steps = step_streams(lambda n: next(runs), most=4)
+    assert held == 2 and [(s["streams"], s["try"]) for s in steps] == [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2)]
 
 
 def test_stepping_tries_no_more_than_asked_and_reports_none_when_one_stream_misses():
     assert step_streams(lambda n: result(n), most=2)[0] == 2
-    held, steps = step_streams(lambda n: result(n, stalls=1), most=4)
-    assert held == 0 and len(steps) == 1
+    held, steps = step_streams(lambda n: result(n, stalls=1), most=4, tries=3)
+    assert held == 0 and len(steps) == 3
 
 
-def test_each_step_is_reported_as_it_ends():
+def test_each_run_is_reported_as_it_ends():
     seen = []
     step_streams(lambda n: result(n, p95=n), most=3, first_chunk_p95_s=1.0, on_step=seen.append)
-    assert [s["streams"] for s in seen] == [1, 2]
+    assert [s["streams"] for s in seen] == [1, 2, 2]
 
 
 def test_a_gpu_build_without_a_stream_limit_fails_before_any_work(tmp_path):
