@@ -3,6 +3,7 @@ how the stream count is stepped. The served run itself: tests/server/test_warp_s
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from talkserve.recipe import Recipe
@@ -41,6 +42,20 @@ def test_a_miss_by_chance_is_run_again_and_the_count_holds_if_the_rerun_does():
     runs = iter([result(1), result(2, stalls=1), result(2), result(3, stalls=1), result(3, stalls=2)])
     held, steps = step_streams(lambda n: next(runs), most=4)
     assert held == 2 and [(s["streams"], s["try"]) for s in steps] == [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2)]
+
+
+def test_a_rerun_is_judged_on_the_first_chunks_of_every_run_at_its_count():
+    def timed(n: int, ttfc: list[float]) -> dict:
+        return {**result(n, p95=float(np.percentile(ttfc, 95))), "ttfc_s": ttfc}
+
+    # 2 streams: late once (p95 ~2 s), on time in the rerun, but late over both runs: a marginal count
+    runs = iter([timed(1, [0.5]), timed(2, [0.9, 2.0]), timed(2, [0.8, 0.9])])
+    held, steps = step_streams(lambda n: next(runs), most=3)
+    assert held == 1 and len(steps) == 3 and steps[-1]["pooled_ttfc_p95_s"] > 1.5 > steps[-1]["ttfc_p95_s"]
+    # just over the bound once (p95 1.52 s), and over both runs' first chunks within it (1.47 s): it holds
+    runs = iter([timed(1, [0.5]), timed(2, [1.0, 1.55]), timed(2, [0.5, 0.5])])
+    held, steps = step_streams(lambda n: next(runs), most=2)
+    assert held == 2 and steps[-1]["pooled_ttfc_p95_s"] == pytest.approx(1.4675)
 
 
 def test_stepping_tries_no_more_than_asked_and_reports_none_when_one_stream_misses():
