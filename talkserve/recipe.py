@@ -147,9 +147,10 @@ class ServingRecipe(Strict):
     calibration_streams: int = Field(
         4, ge=1, description="max_streams null: the most streams the build's served run tries (each step costs "
                              "about one reply's wall time)")
-    calibration_tries: int = Field(
-        2, ge=1, description="max_streams null: runs a stream count gets before it counts as missed (on 2 cores "
-                             "one stall by chance had halved the limit)")
+    calibration_runs: int = Field(
+        2, ge=1, description="max_streams null: runs of each stream count; a count holds when the p95 of all its "
+                             "runs' first chunks is within first_chunk_p95_s and most runs had no stall (on 2 "
+                             "cores one run read the same count 1.41 s and the next 1.72 s)")
     first_chunk_p95_s: float = Field(
         1.5, gt=0, description="max_streams null: the slowest first chunk (95th percentile, seconds) a stream "
                                "count may show and still count as carried in real time")

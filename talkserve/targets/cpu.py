@@ -203,7 +203,7 @@ def onnx_runtime_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
 def capacity_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     """The stream limit for `admit`, talking_head's first step, and for `asr`, talking_head_voice's
     (written in the next step): the recipe's, or until `calibration_step` measures it, the most the
-    calibration tries."""
+    calibration runs."""
     limit = recipe.serving.max_streams or recipe.serving.calibration_streams
     ctx.capacity = {"max_streams": limit, "from": "recipe" if recipe.serving.max_streams else "not measured yet"}
     ctx.admission = spec.AdmitParams(max_streams=limit, stream_lease_seconds=recipe.serving.stream_lease_seconds)
@@ -225,7 +225,7 @@ def calibration_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     from talkserve.targets.calibrate import calibrate
 
     s = recipe.serving
-    ctx.capacity = calibrate(root, s.calibration_streams, s.first_chunk_p95_s, s.calibration_tries,
+    ctx.capacity = calibrate(root, s.calibration_streams, s.first_chunk_p95_s, s.calibration_runs,
                              progress=lambda m: print(f"    {m}"))
     ctx.admission = ctx.admission.model_copy(update={"max_streams": ctx.capacity["max_streams"]})
     repo.write_python_model(root, spec.ADMIT, ctx.admission)

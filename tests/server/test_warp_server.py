@@ -45,7 +45,7 @@ def test_warp_build_serves_without_a_generator(warp_server):
 def test_the_build_measures_its_stream_limit_by_serving_what_it_built(warp_server):
     from talkserve import repository as repo
     from talkserve.spec import PARAMS_OF
-    from talkserve.targets.calibrate import meets_real_time
+    from talkserve.targets.calibrate import count_holds
 
     recipe, current, srv = warp_server
     manifest = json.loads((current / "talkserve_build.json").read_text())
@@ -54,19 +54,14 @@ def test_the_build_measures_its_stream_limit_by_serving_what_it_built(warp_serve
     assert capacity["from"] == "served run" and capacity["tried_up_to"] == recipe.serving.calibration_streams
     counts = sorted({s["streams"] for s in steps})
     assert counts == list(range(1, len(counts) + 1)) and steps[0]["ttfc_p95_s"] > 0
-    tries = recipe.serving.calibration_tries
-
-    def held_at(s: dict) -> bool:  # a run, judged on the first chunks of its count's runs so far
-        return meets_real_time({**s, "ttfc_p95_s": s["pooled_ttfc_p95_s"]}, bound)
-
-    for n in counts:  # each count ran until it held, or `tries` times
-        runs = [s for s in steps if s["streams"] == n]
-        assert [s["try"] for s in runs] == list(range(1, len(runs) + 1)) and len(runs) <= tries
-        assert not any(held_at(s) for s in runs[:-1])
-        assert held_at(runs[-1]) or (n == counts[-1] and len(runs) == tries)
-    last = steps[-1]
-    held = last["streams"] if held_at(last) else last["streams"] - 1
-    assert counts[-1] == recipe.serving.calibration_streams or not held_at(last)
+    runs = recipe.serving.calibration_runs
+    for n in counts:  # each count ran `runs` times; every count but the last held
+        mine = [s for s in steps if s["streams"] == n]
+        assert [s["try"] for s in mine] == list(range(1, runs + 1))
+        assert count_holds(mine, bound) or n == counts[-1]
+    last = [s for s in steps if s["streams"] == counts[-1]]
+    held = counts[-1] if count_holds(last, bound) else counts[-1] - 1
+    assert counts[-1] == recipe.serving.calibration_streams or not count_holds(last, bound)
     assert capacity["max_streams"] == max(1, held)
     # the limit both entry models hold, and what the running server reports
     assert repo.read_params(current / "admit", AdmitParams).max_streams == capacity["max_streams"]
