@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from talkserve.targets.calibrate import QUESTION, meets_real_time
+from talkserve.targets.calibrate import QUESTION, step_streams
 
 BASELINE = r"""
 import json, sys, time
@@ -187,16 +187,13 @@ def capacity(repository: Path, most: int, lipsync_instances: int | None = None) 
     twice the calibrated limit with admission on (refused at once, admitted ones unharmed)."""
     out, log = {}, repository.parent.parent / "bench-triton.log"
     for degrade in (False, True):
-        label, steps = ("with" if degrade else "without") + " degradation", []
+        label = ("with" if degrade else "without") + " degradation"
         with serving(repository, log, max_streams=64, degrade=degrade,
                      lipsync_instances=lipsync_instances) as (server, _):
-            for n in range(1, most + 1):
-                steps.append(run_streams(f"127.0.0.1:{server.ports.grpc}", server, n))
-                say(f"{repository.resolve().name}, {label}", steps[-1])
-                if not meets_real_time(steps[-1]):
-                    break
-        passing = [r["streams"] for r in steps if meets_real_time(r)]
-        out[label] = {"capacity": max(passing, default=0), "steps": steps}
+            url, name = f"127.0.0.1:{server.ports.grpc}", f"{repository.resolve().name}, {label}"
+            held, steps = step_streams(lambda n, url=url, server=server: run_streams(url, server, n), most,
+                                       runs=1, on_step=lambda r, name=name: say(name, r))
+        out[label] = {"capacity": held, "steps": steps}
     with serving(repository, log, lipsync_instances=lipsync_instances) as (server, limit):
         over = run_streams(f"127.0.0.1:{server.ports.grpc}", server, 2 * limit)
         say(f"{repository.resolve().name}, calibrated limit {limit}, 2× the limit", over)
