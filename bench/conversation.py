@@ -10,6 +10,7 @@ keeps: on turn N the earlier turns' KV is reused and only the new user text is p
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def main() -> None:
     eos = {tok.eos_token_id}
     with_cache, without = [], []
     for _ in range(args.repeats):
-        cache, history = PrefixCache(64 << 20), []
+        scratch = tempfile.TemporaryDirectory(prefix="talkserve-prefix-cache-")
+        cache, history = PrefixCache(scratch.name, 64 << 20), []
         for turn in range(args.turns):
             q = QUESTIONS[turn % len(QUESTIONS)]
             ids = prompt_ids(tok, q, history=history)
@@ -56,6 +58,7 @@ def main() -> None:
                 without.append(t_miss)
             history += [{"role": "user", "content": q},
                         {"role": "assistant", "content": tok.decode(reply, skip_special_tokens=True)}]
+        scratch.cleanup()
     n_prompt = len(ids)
     hit, miss = float(np.median(with_cache)), float(np.median(without))
     print(f"turn {args.turns}: prompt {n_prompt} tokens, reply identical with and without the cache")

@@ -60,25 +60,26 @@ def prompt_ids(tokenizer, user_text: str, system: str = "", history: list[dict[s
 def generate_tokens(step: Step, layout: KVLayout, ids: list[int], max_new_tokens: int,
                     eos_ids: set[int], cache: PrefixCache | None = None) -> Iterator[int]:
     """Greedy decoding: one prefill pass over the prompt (only past its longest cached prefix),
-    then one pass per new token. The cache keeps the prompt's KV, and the whole turn's at its end,
-    so the next turn of the conversation starts from them."""
+    then one pass per new token. When the loop ends, however it ends (the reply done, or cut by a
+    barge-in), the cache keeps the KV of everything fed: the next turn's prompt starts with this
+    prompt and, re-rendered, the reply's text."""
     hit = cache.lookup(ids) if cache is not None else Lookup(0, None)
     past = hit.past  # None: an empty cache
     fed = list(ids[: hit.tokens])  # the tokens `past` covers
     new = np.asarray([ids[hit.tokens:]], np.int64)  # (1, S)
-    for i in range(max_new_tokens):
-        out = step(layout.feeds(new, past, len(fed)))
-        fed += new[0].tolist()
-        past = {name: out[p] for name, p in zip(layout.past_names(), layout.present_names(), strict=True)}
-        if cache is not None and i == 0:
+    try:
+        for _ in range(max_new_tokens):
+            out = step(layout.feeds(new, past, len(fed)))
+            fed += new[0].tolist()
+            past = {name: out[p] for name, p in zip(layout.past_names(), layout.present_names(), strict=True)}
+            token = int(np.argmax(out["logits"][0, -1]))
+            if token in eos_ids:
+                break
+            yield token
+            new = np.asarray([[token]], np.int64)
+    finally:
+        if cache is not None and past is not None and len(fed) > hit.tokens:
             cache.put(fed, past)
-        token = int(np.argmax(out["logits"][0, -1]))
-        if token in eos_ids:
-            break
-        yield token
-        new = np.asarray([[token]], np.int64)
-    if cache is not None and len(fed) > len(ids):
-        cache.put(fed, past)
 
 
 def stream_sentences(step: Step, layout: KVLayout, tokenizer, user_text: str, max_new_tokens: int,

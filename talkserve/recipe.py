@@ -45,8 +45,9 @@ class LLMRecipe(Strict):
         400, ge=8, description="Longest prompt (system + history + text) in tokens; with max_new_tokens it must fit "
                                "the model's context (the starter's is 512)")
     prefix_cache_mib: float = Field(
-        64.0, ge=0, description="Prefix KV cache per llm instance (MiB, LRU): a new turn prefills only past the "
-                                "longest cached prefix of its prompt; 0 = off")
+        256.0, ge=0, description="Prefix KV cache of the server (MiB, least recently used out first), one for every "
+                                 "llm instance, in the server's /dev/shm scratch: a new turn prefills only past the "
+                                 "longest token prefix it shares with a cached turn; 0 = off")
     cpu_nice: int = Field(
         10, ge=0, le=19,
         description="Scheduling niceness of the llm and llm_decoder processes on the CPU target. Text runs "

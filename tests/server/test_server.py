@@ -226,20 +226,33 @@ def test_cli_say_writes_mp4(server, url, tmp_path):
     assert list(tmp_path.iterdir()) == [out]  # the failed reply left no file, partial or not
 
 
-def test_a_conversation_follows_up_on_its_history(server, url):
+def test_a_conversation_follows_up_on_its_history_and_its_turns_hit_the_prefix_cache(server, url, built):
+    """Three turns over the real server with the build's `llm` instances (more than one, so the
+    turns land on different stub processes): each follow-up reuses the earlier turns' KV."""
+    from talkserve import repository as repo
     from talkserve.models.corpus import FOLLOW_UPS
 
-    before = sum(metric(server, "talkserve_llm_prefix_cache_lookups_total", result=r) for r in ("hit", "miss"))
+    assert repo.read_config(built[1] / "llm").instance_group[0].count > 1
+
+    def counts():
+        return (metric(server, "talkserve_llm_prefix_cache_lookups_total", result="hit"),
+                metric(server, "talkserve_llm_prefix_cache_lookups_total", result="miss"),
+                metric(server, "talkserve_llm_prefix_cache_reused_tokens_total"))
+
+    replies, per_turn = [], []
     with TalkClient(url) as client:
         conv = client.conversation("sample")
-        first = [c.text for c in conv.say("What is pruning?") if c.part == 0]
-        follow = [c.text for c in conv.say("Tell me more.") if c.part == 0]
+        for question in ["What is pruning?", "Tell me more.", "Why?"]:
+            before = counts()
+            replies.append([c.text for c in conv.say(question) if c.part == 0])
+            per_turn.append([a - b for a, b in zip(counts(), before, strict=True)])
     more = next(m for q, m, _ in FOLLOW_UPS if q == "What is pruning?")
-    assert follow[0] == more.split(". ")[0] + "."  # the server saw the first turn
+    assert replies[1][0] == more.split(". ")[0] + "."  # the server saw the first turn
     assert conv.history[0] == {"role": "user", "content": "What is pruning?"}
-    assert conv.history[1]["content"] == " ".join(first) and len(conv.history) == 4
-    after = sum(metric(server, "talkserve_llm_prefix_cache_lookups_total", result=r) for r in ("hit", "miss"))
-    assert after - before == 2  # one lookup per request, hit or miss
+    assert conv.history[1]["content"] == " ".join(replies[0]) and len(conv.history) == 6
+    assert all(hit + miss == 1 for hit, miss, _ in per_turn)  # one lookup per request
+    for hit, _, reused in per_turn[1:]:  # every follow-up hit, reusing more than the first question's prompt
+        assert hit == 1 and reused > 10, per_turn
 
 
 def test_cli_say_keeps_a_named_conversation(url, tmp_path):

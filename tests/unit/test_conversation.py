@@ -72,10 +72,10 @@ def conversation_prompts(tok, turns: int) -> list[list[int]]:
     return prompts
 
 
-def test_a_cache_hit_and_a_miss_give_the_same_greedy_reply(starter):
+def test_a_cache_hit_and_a_miss_give_the_same_greedy_reply(starter, tmp_path):
     step, layout, tok = starter
     eos = {tok.eos_token_id}
-    cache = PrefixCache(64 << 20)
+    cache = PrefixCache(tmp_path, 64 << 20)
     history: list[dict[str, str]] = []
     for question in ["Who are you?", "Tell me more.", "Why?", "What is pruning?", "What did I just ask?"]:
         ids = prompt_ids(tok, question, history=history)
@@ -95,38 +95,83 @@ def test_a_cache_hit_and_a_miss_give_the_same_greedy_reply(starter):
     assert cache.hits == 4 and cache.misses == 1 and cache.reused_tokens > 0
 
 
-def test_the_cache_stays_under_its_byte_bound_with_many_conversations(starter):
+def test_follow_ups_hit_with_the_reply_sent_back_as_the_client_records_it(starter, tmp_path):
+    """The client sends the streamed sentences joined by spaces, which the chat template
+    re-tokenises: the next prompt shares a long prefix with the cached turn, not its whole key."""
+    step, layout, tok = starter
+    cache, conv = PrefixCache(tmp_path, 64 << 20), Conversation(None, "sample")
+    earlier_prompt = 0
+    for question in ["What is pruning?", "Tell me more.", "Why?", "Tell me a joke.", "Why?"]:
+        hits, reused = cache.hits, cache.reused_tokens
+        sentences = [s.text for s in stream_sentences(step, layout, tok, question, 64, history=conv.recent(),
+                                                      cache=cache)]
+        if conv.history:  # reused: the earlier prompt and some of the reply it generated
+            assert cache.hits == hits + 1 and cache.reused_tokens - reused > earlier_prompt, question
+        earlier_prompt = len(prompt_ids(tok, question, history=conv.recent()))
+        conv.record(question, sentences)
+    assert cache.misses == 1
+
+
+def test_instances_share_one_cache_under_one_byte_bound(starter, tmp_path):
+    """Two llm instances (two cache objects on one directory): a turn stored by one is found by the
+    other, and their entries together stay under the bound."""
     step, layout, tok = starter
     bound = 2 << 20
-    cache = PrefixCache(bound)
+    one, two = PrefixCache(tmp_path, bound), PrefixCache(tmp_path, bound)
     rng = np.random.default_rng(0)
-    for _ in range(25):
+    for i in range(25):
         history = []
-        for _ in range(2):
+        for turn in range(2):
+            cache = (one, two)[(i + turn) % 2]  # each follow-up on the other instance
             q = ["Hello!", "What is pruning?", "Tell me a joke.", "Why?"][rng.integers(4)]
             ids = prompt_ids(tok, q, history=history)
+            hits = cache.hits
             reply = list(generate_tokens(step, layout, ids, 12, {tok.eos_token_id}, cache))
+            if turn:
+                assert cache.hits == hits + 1
             history += [{"role": "user", "content": q}, {"role": "assistant", "content": tok.decode(reply)}]
-            assert cache.bytes <= bound and cache.bytes == sum(cache.size(p) for p in cache.entries.values())
-    assert len(cache.entries) >= 2  # it holds what fits, least recently used evicted first
+            assert one.bytes <= bound and one.bytes == two.bytes
+    assert len(one.cached_ids()) >= 2  # it holds what fits, least recently used evicted first
 
 
-def test_prefix_cache_picks_the_longest_prefix_and_evicts_least_recently_used():
-    def past(n: int) -> dict[str, np.ndarray]:
-        return {"past_key_values.0.key": np.zeros((1, 1, n, 4), np.float32)}
+def past_of(n: int, width: int = 4) -> dict[str, np.ndarray]:
+    """A fake KV cache of n positions whose values say their position (4 × width bytes each)."""
+    return {"past_key_values.0.key": np.arange(n, dtype=np.float32).reshape(1, 1, n, 1).repeat(width, axis=3)}
 
-    cache = PrefixCache(max_bytes=3 * 16 * 10)  # room for 30 cached positions
-    cache.put([1, 2], past(2))
-    cache.put([1, 2, 3, 4], past(4))
-    assert cache.lookup([1, 2, 3, 4, 5]).tokens == 4
-    assert cache.lookup([1, 2, 3, 4]).tokens == 2  # a whole prompt still runs its last token
-    assert cache.lookup([9, 1, 2]).tokens == 0
-    cache.put([7] * 20, past(20))  # 26 positions held: fits
-    cache.lookup([1, 2, 9])  # [1, 2] used: now the most recent
-    cache.put([8] * 8, past(8))  # 34 > 30: evicts the least recently used, [1, 2, 3, 4]
-    assert [len(k) for k in cache.entries] == [20, 2, 8]
-    cache.put([5] * 40, past(40))  # larger than the whole cache: not kept, nothing evicted for it
-    assert cache.bytes == 30 * 16 and (5,) * 40 not in cache.entries
+
+def test_prefix_cache_reuses_the_longest_common_prefix_cut_to_its_length(tmp_path):
+    cache = PrefixCache(tmp_path, max_bytes=1 << 20, min_tokens=2)
+    cache.put([1, 2, 3, 4, 5, 6], past_of(6))
+    got = cache.lookup([1, 2, 3, 9, 9])
+    assert got.tokens == 3 and got.past["past_key_values.0.key"].shape == (1, 1, 3, 4)
+    assert got.past["past_key_values.0.key"][0, 0, :, 0].tolist() == [0, 1, 2]  # the first 3 positions
+    assert cache.lookup([1, 2, 3, 4, 5, 6]).tokens == 5  # a whole prompt still runs its last token
+    assert cache.lookup([1, 9]).tokens == 0 and cache.lookup([7, 1, 2]).tokens == 0  # under min_tokens: a miss
+    assert (cache.hits, cache.misses, cache.reused_tokens) == (2, 2, 8)
+
+
+def test_prefix_cache_drops_entries_it_extends_and_evicts_least_recently_used(tmp_path):
+    def put(ids):
+        cache.put(ids, past_of(len(ids), width=256))  # 1 KiB a position: each file's few-byte header is noise
+
+    cache = PrefixCache(tmp_path, max_bytes=41 << 10, min_tokens=1)
+    put([1, 2])
+    put([1, 2, 3, 4])  # extends [1, 2]: that entry is dropped
+    assert cache.cached_ids() == [(1, 2, 3, 4)]
+    put([7] * 20)
+    cache.lookup([1, 2, 3, 9])  # [1, 2, 3, 4] used: now the most recent
+    put([8] * 18)  # 42 positions > 41: evicts the least recently used, [7] * 20
+    assert sorted(len(k) for k in cache.cached_ids()) == [4, 18] and cache.bytes <= cache.max_bytes
+    put([5] * 300)  # larger than the whole cache: not kept, nothing evicted for it
+    assert sorted(len(k) for k in cache.cached_ids()) == [4, 18]
+
+
+def test_a_reader_that_loses_an_entry_to_another_instance_counts_a_miss(tmp_path):
+    cache = PrefixCache(tmp_path, 1 << 20, min_tokens=1)
+    cache.put([1, 2, 3], past_of(3))
+    for data in tmp_path.glob("*.npz"):
+        data.unlink()  # evicted by another process between the index scan and the read
+    assert cache.lookup([1, 2, 3, 4]).tokens == 0 and cache.misses == 1
 
 
 class FakeClient:

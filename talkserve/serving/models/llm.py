@@ -21,7 +21,7 @@ from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, bls, op
 from talkserve.spec import LLMParams
 from talkserve.text import RequestError, decode_history, decode_text
 from talkserve.tokenizer import ChatTokenizer
-from talkserve.turns import Turns
+from talkserve.turns import Turns, server_scratch
 
 
 class Cancelled(Exception):
@@ -40,7 +40,8 @@ class TritonPythonModel:
         self.max_chars = p.max_text_chars
         self.max_history = p.max_history_turns
         self.max_prompt = p.max_prompt_tokens
-        self.cache = PrefixCache(int(p.prefix_cache_mib * 2**20))
+        # one cache for every instance of this server (a conversation's turns land on any of them)
+        self.cache = PrefixCache(server_scratch("prefix-cache"), int(p.prefix_cache_mib * 2**20))
         self.store = AvatarStore(avatar_db(p.avatar_db), read_only=True)
         self.turns, self.receipts = Turns(), Receipts()  # a reply stops when cancelled or its reader left
         self.streams = Streams()
@@ -60,7 +61,8 @@ class TritonPythonModel:
                                            "Prefix KV cache lookups, by result", "result", ["hit", "miss"])
         self.cache_tokens = m.counter("talkserve_llm_prefix_cache_reused_tokens_total",
                                       "Prompt tokens whose prefill the prefix cache saved")
-        self.cache_bytes = m.gauge("talkserve_llm_prefix_cache_bytes", "Bytes held by the prefix KV cache")
+        self.cache_bytes = m.gauge("talkserve_llm_prefix_cache_bytes",
+                                   "Bytes held by the prefix KV cache (one cache for every llm instance)")
 
     def _prompt(self, request, text: str, system: str) -> list[int]:
         """The prompt's token ids: system, the request's history (validated), the new text."""
@@ -135,7 +137,7 @@ class TritonPythonModel:
             return out
 
         self.active.increment(1)
-        before = (self.cache.hits, self.cache.misses, self.cache.reused_tokens)  # requests run one at a time
+        before = (self.cache.hits, self.cache.misses, self.cache.reused_tokens)  # this instance's: one at a time
         try:
             for sentence in stream_reply(step, self.layout, self.tokenizer, ids, max_new_tokens, self.cache):
                 self.streams.touch(stream)
