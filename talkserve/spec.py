@@ -140,6 +140,10 @@ class LLMParams(Params):
     max_history_turns: int = Field(description="Conversation turns kept in the prompt")
     max_prompt_tokens: int = Field(description="Prompt budget; the oldest history goes first")
     prefix_cache_mib: float = Field(description="KV prefix cache size")
+    persona: str = Field("", description="System message before every conversation (templates with a system role)")
+    spoken_filter: bool = Field(True, description="Clean each sentence for speech (talkserve.spoken) before tts")
+    max_sentences: int = Field(0, ge=0, description="Stop a reply after this many sentences; 0 = no limit")
+    repetition_penalty: float = Field(1.0, ge=1.0, description="Penalty on tokens the reply already used")
 
 
 class TTSParams(Params):

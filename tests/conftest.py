@@ -52,6 +52,7 @@ def built(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("talkserve")
     recipe = Recipe()
+    recipe.llm.model = "starter"  # the suite's replies come from the 1.7 M starter: seconds, not minutes
     recipe.serving.avatar_db = root / "avatars.db"
     # The suite runs several streams at once to test other things; admission has tests of its own.
     recipe.serving.max_streams = 8

@@ -133,13 +133,17 @@ def avatar_list(db: Annotated[Path | None, typer.Option(help="Avatar SQLite file
         typer.echo(f"{avatar_id}\t{w}x{h}\t{created}")
 
 
+DEMO_STREAMS = 1
+
+
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="mp4 to write")] = Path("demo.mp4"),
     text: Annotated[str, typer.Option(help="What the user says")] = "Hello! Who are you?",
     repository: Annotated[Path, typer.Option(help="Repository root to build into")] = DEFAULT_OUTPUT,
 ) -> None:
-    """Build the starter repository, register the sample portrait, serve, say a sentence, stop."""
+    """Build the default repository (SmolLM2, Piper, Wav2Lip), register the sample portrait, serve, ask one
+    question, write the mp4 and its frame strip, stop."""
     from talkserve.avatars import AvatarStore
     from talkserve.playback import DEGRADED_SENTENCES
     from talkserve.serve import Ports, Server
@@ -149,11 +153,15 @@ def demo(
     # this process's server and client share one admin key (the per-stage compute times are statistics)
     os.environ.setdefault("TALKSERVE_ADMIN_KEY", secrets.token_hex(16))
     recipe = Recipe()
+    # One question needs one stream: measuring this machine's limit (serving 1–4 streams, most of a
+    # minute and more with the real LLM) is `talkserve build`'s work, not the demo's.
+    recipe.serving.max_streams = DEMO_STREAMS
     from talkserve.cli.build import do_build
 
     current = do_build(recipe, repository)
     avatar = AvatarStore(recipe.serving.resolved_avatar_db()).add(SAMPLE_PORTRAIT, "sample", replace=True)
     typer.echo("registered avatar 'sample' (sample portrait)")
+    typer.echo(f"stream limit {DEMO_STREAMS} (the demo's; `talkserve build` measures this machine's)")
     ports = Ports.free()
     log = repository / "tritonserver.log"
     with Server(current, ports, log=log) as server:

@@ -9,7 +9,7 @@ from pathlib import Path
 from talkserve import repository as repo
 from talkserve import spec
 from talkserve.export import export_llm_decoder, export_wav2lip
-from talkserve.models.llm import load_llm
+from talkserve.models.llm import hf_directory, load_llm, source_of
 from talkserve.models.wav2lip import load_wav2lip
 from talkserve.recipe import Recipe
 from talkserve.repository import BuildContext
@@ -21,9 +21,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def check_inputs(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     """Fail in a second on a missing input, not after minutes of export."""
-    from talkserve.models.llm import check_model_dir
+    from talkserve.models.llm import check_source
 
-    check_model_dir(recipe.llm.resolved_path())
+    check_source(recipe.llm.resolved_path())
     t = recipe.tts
     tts_files = t.resolved_paths() if t.kind == "piper" else (t.acoustic, t.vocoder)
     for path in [*tts_files, recipe.wav2lip.checkpoint]:
@@ -64,7 +64,8 @@ def _compress(task, cfg, recipe: Recipe, ctx: BuildContext, version_dir: Path, s
 
 
 def llm_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
-    src = recipe.llm.resolved_path()
+    src = hf_directory(recipe.llm.resolved_path())  # a GGUF file: converted once, keyed by its sha256
+    ctx.reports["llm_source"] = source_of(src)
     model, tokenizer = load_llm(src)
     if recipe.compress.llm.active:
         from talkserve.compress.tasks import LLMTask
@@ -77,11 +78,14 @@ def llm_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
         ctx.reports["llm_decoder"] = {"max_abs_diff": report.max_abs_diff}
     layout = spec.KVLayout.from_config(model.config)
     m = recipe.llm
-    repo.write_python_model(root, spec.LLM, spec.LLMParams(
+    max_sentences, repetition_penalty = m.shaping()
+    params = spec.LLMParams(
         kv_layout=layout, max_new_tokens=m.max_new_tokens, max_new_tokens_limit=m.max_new_tokens_limit,
         max_text_chars=recipe.serving.max_text_chars, avatar_db=recipe.serving.configured_avatar_db(),
         cpu_nice=m.cpu_nice, max_history_turns=m.max_history_turns, max_prompt_tokens=m.max_prompt_tokens,
-        prefix_cache_mib=m.prefix_cache_mib), m.instances or 1)  # null: sized with the stream limit (capacity_step)
+        prefix_cache_mib=m.prefix_cache_mib, persona=m.persona, spoken_filter=m.spoken_filter,
+        max_sentences=max_sentences, repetition_penalty=repetition_penalty)
+    repo.write_python_model(root, spec.LLM, params, m.instances or 1)  # null: sized with the limit (capacity_step)
     tok_dir = root / "llm" / "1" / "tokenizer"
     tok_dir.mkdir(parents=True)
     for name in TOKENIZER_FILES:

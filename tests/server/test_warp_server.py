@@ -27,6 +27,7 @@ def warp_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("warp")
     recipe = Recipe(name="warp")
+    recipe.llm.model = "starter"  # the calibration serves 1–4 streams: the starter keeps it to a minute
     recipe.lipsync.kind = "warp"
     recipe.serving.avatar_db = root / "avatars.db"
     AvatarStore(recipe.serving.avatar_db).add(SAMPLE_PORTRAIT, "sample")

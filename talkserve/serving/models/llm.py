@@ -13,12 +13,13 @@ import triton_python_backend_utils as pb_utils
 from talkserve.admission import NO_STREAM, Streams
 from talkserve.avatars import AvatarStore
 from talkserve.emotion import parse_emotion, style
-from talkserve.generate import prompt_ids, stream_reply
+from talkserve.generate import Shaping, prompt_ids, stream_reply
 from talkserve.paths import avatar_db
 from talkserve.prefix_cache import PrefixCache
 from talkserve.receipts import Receipts
 from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, bls, optional_input, scalar_bytes, stream_each
 from talkserve.spec import LLMParams
+from talkserve.spoken import REASONS, clean_for_speech
 from talkserve.text import RequestError, decode_history, decode_text
 from talkserve.tokenizer import ChatTokenizer
 from talkserve.turns import Turns, server_scratch
@@ -40,6 +41,8 @@ class TritonPythonModel:
         self.max_chars = p.max_text_chars
         self.max_history = p.max_history_turns
         self.max_prompt = p.max_prompt_tokens
+        self.persona = p.persona
+        self.shaping = Shaping(p.repetition_penalty, p.max_sentences, self._clean if p.spoken_filter else None)
         # one cache for every instance of this server (a conversation's turns land on any of them)
         self.cache = PrefixCache(server_scratch("prefix-cache"), int(p.prefix_cache_mib * 2**20))
         self.store = AvatarStore(avatar_db(p.avatar_db), read_only=True)
@@ -61,8 +64,20 @@ class TritonPythonModel:
                                            "Prefix KV cache lookups, by result", "result", ["hit", "miss"])
         self.cache_tokens = m.counter("talkserve_llm_prefix_cache_reused_tokens_total",
                                       "Prompt tokens whose prefill the prefix cache saved")
+        self.filtered = m.counters_by("talkserve_llm_spoken_filter_total",
+                                      "What the spoken filter removed from replies before speech, by reason "
+                                      "(sentences dropped whole under `dropped`)", "reason", list(REASONS))
         self.cache_bytes = m.gauge("talkserve_llm_prefix_cache_bytes",
                                    "Bytes held by the prefix KV cache (one cache for every llm instance)")
+
+    def _clean(self, sentence: str) -> str | None:
+        cleaned = clean_for_speech(sentence)
+        for reason, n in cleaned.removed.items():
+            self.filtered[reason].increment(n)
+        return cleaned.text
+
+    def _system(self, emotion: str) -> str:
+        return " ".join(p for p in (self.persona, style(emotion).prompt) if p)
 
     def _prompt(self, request, text: str, system: str) -> list[int]:
         """The prompt's token ids: system, the request's history (validated), the new text."""
@@ -112,7 +127,7 @@ class TritonPythonModel:
         start = time.time() if given is None else float(given.reshape(-1)[0])
         try:
             text, avatar_id, max_new_tokens, emotion, conversation, receipts = self._validate(request)
-            ids = self._prompt(request, text, style(emotion).prompt)
+            ids = self._prompt(request, text, self._system(emotion))
         except RequestError as e:
             self.rejected[e.field].increment(1)
             raise
@@ -139,7 +154,8 @@ class TritonPythonModel:
         self.active.increment(1)
         before = (self.cache.hits, self.cache.misses, self.cache.reused_tokens)  # this instance's: one at a time
         try:
-            for sentence in stream_reply(step, self.layout, self.tokenizer, ids, max_new_tokens, self.cache):
+            for sentence in stream_reply(step, self.layout, self.tokenizer, ids, max_new_tokens, self.cache,
+                                         self.shaping):
                 self.streams.touch(stream)
                 yield pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", np.array([sentence.text.encode()], dtype=np.object_)),
