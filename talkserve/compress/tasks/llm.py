@@ -25,20 +25,70 @@ def onnx_layout(path: Path) -> KVLayout:
     return KVLayout(len(past) // 2, int(past[0].shape[1]), int(past[0].shape[3]), int(logits.shape[2]))
 
 
+# Prompts the teacher answers for distillation, written for this (never the QA set's questions:
+# tests/unit/test_qa.py). With the starter corpus's questions they cover both kinds of talk.
+WRITTEN_PROMPTS = (
+    "Tell me something interesting.", "How are you today?", "What can you help me with?",
+    "What should I cook for dinner tonight?", "Give me a tip for sleeping better.", "What is a good hobby to start?",
+    "How do I stay focused while working?", "Can you recommend a book?", "What makes a good friend?",
+    "How do I make a cup of tea?", "Why do people like music?", "What is your favourite season and why?",
+    "How can I learn a new language?", "What is machine learning?", "Explain what a neural network is.",
+    "What is the internet?", "How does a computer store information?", "What is a good way to relax after work?",
+    "Tell me about the ocean.", "What do you think about rainy days?", "How do airplanes stay in the air?",
+    "Why is exercise good for you?", "How do I write a polite email?", "What is a healthy breakfast?",
+    "Describe a beautiful place.", "How do I save money?", "What is the weather like in spring?",
+    "Tell me a fun fact about animals.", "What is photosynthesis?", "How do vaccines work?",
+    "What is a black hole?", "Why do leaves change colour in autumn?", "How do I plant a tree?",
+    "Give me advice for a job interview.", "What is the best way to learn to code?", "How do batteries work?",
+    "Tell me a short story about a robot.", "What is kindness?", "How do I calm down when I am stressed?",
+    "What is a good name for a cat?", "What do you like to talk about?", "Can you tell me a riddle?",
+    "Why do we dream?", "How does the heart work?", "What is democracy?", "What is the meaning of friendship?",
+    "How do I make my home more comfortable?", "What is a smartphone?", "How are rainbows made?",
+    "What should I pack for a beach trip?", "Why do cats purr?", "What is electricity?",
+    "How do I take care of a houseplant?", "What is a good way to start the day?", "Who are you?",
+    "What is your name?", "Thank you for your help.", "Goodbye!", "Can you speak more slowly?",
+    "I feel tired today.", "I just got a new puppy!", "What is a GPU used for in games?",
+)
+
+
+def distill_prompts() -> list[str]:
+    """The prompts the teacher's replies are distilled from: the starter corpus's questions and ours."""
+    from talkserve.models.corpus import DIALOGUES
+
+    return list(dict.fromkeys([*(qs[0] for qs, _ in DIALOGUES), *WRITTEN_PROMPTS]))
+
+
+@torch.no_grad()
+def teacher_replies(teacher: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int = 48,
+                    batch: int = 16) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, the teacher's greedy reply ids ending in eos where it ended) per prompt, batched
+    with left padding. The student learns the teacher's own answers (CE) beside its distribution (KL)."""
+    from talkserve.generate import prompt_ids
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    out = []
+    for i in range(0, len(prompts), batch):
+        encoded = [prompt_ids(tokenizer, p) for p in prompts[i:i + batch]]
+        width = max(map(len, encoded))
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        gen = teacher.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                               eos_token_id=eos, pad_token_id=pad)[:, width:].tolist()
+        for e, g in zip(encoded, gen, strict=True):
+            reply = g[: g.index(eos) + 1] if eos in g else g
+            out.append((e, reply))
+    return out
+
+
 class LLMTask(Task):
     name = "llm"
 
     def __init__(self, teacher: nn.Module, tokenizer, data: DataSource, seed: int = 0, held_out: int = 12):
         super().__init__(data, seed)
-        from talkserve.generate import prompt_ids
-        from talkserve.models.corpus import pairs
-
         self.teacher, self.tok = teacher.eval(), tokenizer
-        seqs = []
-        for q, a in dict.fromkeys(pairs()):
-            prompt = prompt_ids(tokenizer, q)
-            reply = [*tokenizer.encode(a, add_special_tokens=False), tokenizer.eos_token_id]
-            seqs.append((np.asarray([prompt + reply], np.int64), len(prompt)))
+        seqs = [(np.asarray([prompt + reply], np.int64), len(prompt))
+                for prompt, reply in teacher_replies(teacher, tokenizer, distill_prompts()) if reply]
         random.Random(seed).shuffle(seqs)
         self.train, self._held = seqs[:-held_out], seqs[-held_out:]
         self.base_config = teacher.config
