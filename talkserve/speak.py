@@ -31,6 +31,10 @@ class SpeakResult:
     def summary(self) -> str:
         lines = [f"wrote {self.path}: {len(self.chunks)} chunks, {self.audio_seconds:.2f}s of speech, "
                  f"{sum(len(c.video) for c in self.chunks)} frames"]
+        coded = sum(len(c.h264) for c in self.chunks)
+        if coded:
+            lines.append(f"video as H.264: {coded / 1e6:.2f} MB ({coded * 8 / 1e3 / max(self.audio_seconds, 1e-9):.0f} "
+                         f"kbit/s of speech; raw RGB would be {sum(c.video.nbytes for c in self.chunks) / 1e6:.1f} MB)")
         if self.chunks[0].user_text is not None:
             lines.append(f"heard: {self.chunks[0].user_text}")
         lines.append(f"time to first chunk {self.chunks[0].seconds:.2f}s, total {self.total_seconds:.2f}s, "
@@ -65,14 +69,15 @@ def compute_seconds(client: TalkClient) -> dict[str, float]:
 
 def speak(url: str, text: str | None, avatar_id: str, output: Path, max_new_tokens: int | None = None,
           emotion: str | None = None, audio: tuple[np.ndarray, int] | None = None,
-          conversation: Conversation | None = None) -> SpeakResult:
+          conversation: Conversation | None = None, video_codec: str | None = None) -> SpeakResult:
     """Say `text`, or the utterance `audio` = (PCM, sample rate), and write the reply as mp4; within
-    `conversation` (its history is sent, and the exchange recorded in it) when given."""
+    `conversation` (its history is sent, and the exchange recorded in it) when given. `video_codec`
+    h264: the frames travel as H.264 (decoded here, and encoded into the mp4 as raw frames are)."""
     writer = Mp4Writer(output)
     chunks: list[Chunk] = []
     with TalkClient(url) as client:
         before = compute_seconds(client)
-        kw = {"max_new_tokens": max_new_tokens, "emotion": emotion}
+        kw = {"max_new_tokens": max_new_tokens, "emotion": emotion, "video_codec": video_codec}
         if conversation is not None:
             reply = (conversation.say_voice(*audio, client, **kw) if audio is not None
                      else conversation.say(text, client, **kw))

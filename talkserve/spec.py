@@ -251,23 +251,28 @@ OPTIONAL_INPUTS = (Tensor("max_new_tokens", "INT32", optional=True), Tensor("emo
                    Tensor("conversation_id", "STRING", optional=True), Tensor("history", "STRING", optional=True),
                    # a flow name: the client acknowledges the parts it takes (`ack`), so the server
                    # computes ahead of its reader by at most `unread_parts` (talkserve.receipts)
-                   Tensor("receipts", "STRING", optional=True))
+                   Tensor("receipts", "STRING", optional=True),
+                   # raw (default): `video` holds RGB frames; h264: `video_h264` holds them as Annex-B
+                   # H.264 (talkserve.video_codec), `video` none
+                   Tensor("video_codec", "STRING", optional=True))
 # One streamed response of talking_head.
 RESPONSE = (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("part_index", "INT32"),
-            Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32"), Tensor("video", "UINT8", (-1, -1, -1, 3)))
+            Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32"), Tensor("video", "UINT8", (-1, -1, -1, 3)),
+            Tensor("video_h264", "UINT8", (-1,)))
 USER_TEXT = Tensor("user_text", "STRING")  # talking_head_voice: what the server heard, on every response
 # What llm streams with each sentence (name in llm → name in the ensemble): the sentence, and what
 # later steps need from the request (a step downstream of a decoupled one sees only its lineage).
 SENTENCE = {"reply_text": "sentence_text", "chunk_index": "sentence_index", "avatar_id": "sentence_avatar_id",
             "started_at": "request_started_at", "emotion": "sentence_emotion", "turn": "sentence_turn",
-            "user_text": "sentence_user_text", "stream": "sentence_stream", "receipts": "sentence_receipts"}
+            "user_text": "sentence_user_text", "stream": "sentence_stream", "receipts": "sentence_receipts",
+            "video_codec": "sentence_video_codec"}
 
 LLM = ModelSpec(
     "llm",
     (Tensor("text", "STRING"), Tensor("avatar_id", "STRING"), *OPTIONAL_INPUTS,
      Tensor("started_at", "FP64", optional=True), Tensor("stream", "STRING", optional=True)),
     (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("avatar_id", "STRING"),
-     Tensor("started_at", "FP64"), *_strings("emotion", "turn", "user_text", "stream", "receipts")),
+     Tensor("started_at", "FP64"), *_strings("emotion", "turn", "user_text", "stream", "receipts", "video_codec")),
     LLMParams, "llm", decoupled=True)
 # tts and lipsync see a reply's sentences one request each. One tts instance speaks them in arrival order;
 # lipsync instances (the recipe's) keep each stream's order between them (lipsync.batching.InOrder).
@@ -277,7 +282,7 @@ LIPSYNC = ModelSpec(
     "lipsync",
     (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("audio", "FP32", (-1,)),
      Tensor("sample_rate", "INT32"), Tensor("avatar_id", "STRING"), Tensor("started_at", "FP64"),
-     *_strings("emotion", "turn", "user_text", "stream", "receipts")),
+     *_strings("emotion", "turn", "user_text", "stream", "receipts", "video_codec")),
     (*RESPONSE, USER_TEXT), LipsyncParams, "lipsync", decoupled=True)
 # asr admits voice replies (a stream slot, as admit does for text) before it recognises anything.
 ASR = ModelSpec("asr", (Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32"),

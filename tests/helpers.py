@@ -114,3 +114,19 @@ class Collector(threading.Thread):
 
 
 LONG_QUESTION = "How does this work?"  # three long sentences: several seconds of video
+
+
+def held_out_portrait() -> Path:
+    """A portrait no training or build ever saw (Grace Hopper, shipped with matplotlib)."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def avatar_of(path: Path, name: str):
+    """An Avatar from a portrait file, through the real face and landmark detectors."""
+    from talkserve.avatars import Avatar, decode_image, prepare_portrait
+
+    rgb = decode_image(path.read_bytes(), str(path))
+    box, lm = prepare_portrait(rgb, str(path))
+    return Avatar(name, rgb, box, lm)

@@ -28,6 +28,8 @@ def say(
     conversation: Annotated[str | None, typer.Option(
         help="Keep a conversation of this name: its history ($TALKSERVE_HOME/conversations/NAME.json) is sent "
              "and this exchange added")] = None,
+    video_codec: Annotated[str | None, typer.Option(
+        help="How the video travels: raw (RGB frames, the default) or h264 (~150× fewer bytes)")] = None,
 ) -> None:
     """Ask the served digital human (text, or speech with --audio); write its reply as H.264 + AAC mp4."""
     from talkserve.audio import read_wav
@@ -37,7 +39,8 @@ def say(
         fail("give either TEXT or --audio, not both or neither", 2)
     try:
         conv = load_conversation(conversation, avatar)
-        result = speak(url, text, avatar, output, max_new_tokens, emotion, read_wav(audio) if audio else None, conv)
+        result = speak(url, text, avatar, output, max_new_tokens, emotion, read_wav(audio) if audio else None, conv,
+                       video_codec)
         if conv is not None:
             conv.save(conversation_path(conversation))
     except Exception as e:  # a CLI reports the error; it does not print a traceback

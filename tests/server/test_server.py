@@ -160,6 +160,8 @@ BAD_REQUESTS = {
     "missing input": ([bytes_input("text", [b"Hi."])], "avatar_id"),
     "max_new_tokens out of range": ([bytes_input("text", [b"Hi."]), bytes_input("avatar_id", [b"sample"]),
                                      int_input("max_new_tokens", [0])], "max_new_tokens: 0 is outside 1..256"),
+    "unknown video codec": ([bytes_input("text", [b"Hi."]), bytes_input("avatar_id", [b"sample"]),
+                             bytes_input("video_codec", [b"vp9"])], "video_codec: 'vp9' is not one of raw, h264"),
     "history not JSON": ([bytes_input("text", [b"Why?"]), bytes_input("avatar_id", [b"sample"]),
                           bytes_input("history", [b"[{role: user}"])], "history: not JSON"),
     "history with a wrong role": (
@@ -298,3 +300,21 @@ def test_the_embedded_server_listens_on_loopback_with_admin_endpoints_closed(ser
     keyed = urllib.request.Request(stats, headers={"talkserve-admin-key": server.admin_key})
     with urllib.request.urlopen(keyed, timeout=10) as r:
         assert b"model_stats" in r.read()
+
+
+def test_h264_parts_carry_exactly_their_audio_s_frames_in_far_fewer_bytes(server, url, tmp_path):
+    from talkserve.speak import speak
+
+    before = metric(server, "talkserve_lipsync_h264_bytes_total")
+    with TalkClient(url) as client:
+        forwarded = list(client.stream("Tell me a joke.", "sample", video_codec="h264", decode_video=False))
+        raw = list(client.stream("Tell me a joke.", "sample"))
+    assert forwarded and all(c.h264 and len(c.video) == 0 for c in forwarded)  # bytes to forward, nothing decoded
+    coded = sum(len(c.h264) for c in forwarded)
+    assert metric(server, "talkserve_lipsync_h264_bytes_total") - before == coded
+    assert sum(c.video.nbytes for c in raw) / coded >= 30  # the same reply's raw frames
+    result = speak(url, "Tell me a joke.", "sample", tmp_path / "h264.mp4", video_codec="h264")
+    for c in result.chunks:  # decoded by the client: each part's frames span exactly its audio
+        assert abs(len(c.video) - round(len(c.audio) / c.sample_rate * 25)) <= 1 and c.video.shape[1:] == (512, 512, 3)
+    frames = probe(result.path)["frames"]
+    assert abs(frames - round(result.audio_seconds * 25)) <= 1

@@ -3,30 +3,16 @@ sample portrait and on one no training ever saw (Grace Hopper, shipped with matp
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import avatar_of, held_out_portrait
 
-from talkserve.avatars import Avatar, decode_image, prepare_portrait
 from talkserve.compress import gates as G
 from talkserve.compress.sync import delivered_faces, evaluate_sentences, warp_faces, wav2lip_faces
 from talkserve.recipe import SAMPLE_PORTRAIT
 
 SENTENCES = ["Hello there, how are you doing today?", "I can talk about many things, just ask me.",
              "Good morning to you."]
-
-
-def held_out_portrait() -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-
-
-def avatar_of(path: Path, name: str) -> Avatar:
-    rgb = decode_image(path.read_bytes(), str(path))
-    box, lm = prepare_portrait(rgb, str(path))
-    return Avatar(name, rgb, box, lm)
 
 
 @pytest.fixture(scope="module")

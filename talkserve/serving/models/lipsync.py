@@ -52,6 +52,9 @@ from talkserve.serving.triton import (
 from talkserve.spec import LipsyncParams
 from talkserve.text import RequestError
 from talkserve.turns import NO_TURN, Turns
+from talkserve.video_codec import H264, H264Encoder
+
+NO_BYTES = np.zeros((0,), np.uint8)
 
 
 def wav2lip(mel: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -99,6 +102,9 @@ class TritonPythonModel:
         self.chunks = m.counter("talkserve_chunks_streamed_total", "Responses streamed to clients")
         self.given_up = m.counter("talkserve_lipsync_readers_given_up_total",
                                   "Replies stopped because their reader acknowledged nothing for unread_timeout_s")
+        self.encode_seconds = m.counter("talkserve_lipsync_h264_encode_seconds_total",
+                                        "Seconds spent encoding parts to H.264 (requests with video_codec h264)")
+        self.encoded_bytes = m.counter("talkserve_lipsync_h264_bytes_total", "H.264 bytes streamed")
         self.ttfc = m.histogram("talkserve_time_to_first_chunk_seconds", "Request to its first streamed chunk",
                                 [0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10])
 
@@ -169,6 +175,17 @@ class TritonPythonModel:
                                      "the sentence's rest")
         return True
 
+    def _video(self, frames: np.ndarray, encoder: H264Encoder | None) -> tuple[np.ndarray, np.ndarray]:
+        """(video, video_h264) of one part: the frames raw, or encoded (raw then holds none)."""
+        if encoder is None:
+            return frames, NO_BYTES
+        start = time.perf_counter()
+        coded = np.frombuffer(encoder.encode(frames), np.uint8)
+        with self.ipc:
+            self.encode_seconds.increment(time.perf_counter() - start)
+            self.encoded_bytes.increment(len(coded))
+        return np.zeros((0, *frames.shape[1:]), np.uint8), coded
+
     def _stream(self, request, sender) -> None:
         stream = scalar_bytes(request, "stream").decode()
         index = int(optional_input(request, "chunk_index")[0])
@@ -196,6 +213,7 @@ class TritonPythonModel:
         turn = scalar_bytes(request, "turn").decode()
         user_text = pb_utils.Tensor("user_text", optional_input(request, "user_text"))
         flow = scalar_bytes(request, "receipts").decode()
+        h264 = scalar_bytes(request, "video_codec").decode() == H264  # llm validated it
         try:
             with released(self.ipc):  # no server call in it; neither in the sentence's set-up below
                 avatar = self.store.get(avatar_id)
@@ -229,6 +247,8 @@ class TritonPythonModel:
             return warped
 
         degrading = self.degrade.enabled and stream != NO_STREAM and self.kind == "wav2lip"
+        height, width = avatar.portrait.shape[:2]
+        encoder = H264Encoder(width, height, self.fps) if h264 else None  # one per sentence: it opens on an IDR
         try:
             seated = degrading and self.seats.take()
             # the sentence's mel, masks and mouth shapes are computed here: the other sentences send meanwhile
@@ -266,11 +286,13 @@ class TritonPythonModel:
                 clock.sent(len(part.audio) / rate)
                 if stream != NO_STREAM:
                     self.streams.keep(stream, "clock", clock.dumps())
+                with released(self.ipc):
+                    video, coded = self._video(grade_frames(part.frames, avatar.box, look), encoder)
                 response = pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
                     pb_utils.Tensor("part_index", np.array([part.index], np.int32)),
                     pb_utils.Tensor("audio", part.audio), pb_utils.Tensor("sample_rate", sr),
-                    pb_utils.Tensor("video", grade_frames(part.frames, avatar.box, look)), user_text,
+                    pb_utils.Tensor("video", video), pb_utils.Tensor("video_h264", coded), user_text,
                 ])
                 sender.send(response)
                 self.chunks.increment(1)

@@ -23,6 +23,7 @@ from talkserve.spoken import REASONS, clean_for_speech
 from talkserve.text import RequestError, decode_history, decode_text
 from talkserve.tokenizer import ChatTokenizer
 from talkserve.turns import Turns, server_scratch
+from talkserve.video_codec import parse_codec
 
 
 class Cancelled(Exception):
@@ -59,7 +60,7 @@ class TritonPythonModel:
                                 [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
         self.rejected = m.counters_by("talkserve_requests_rejected_total", "Requests refused as invalid, by field",
                                       "field", ["text", "avatar_id", "max_new_tokens", "emotion",
-                                                "conversation_id", "history", "receipts"])
+                                                "conversation_id", "history", "receipts", "video_codec"])
         self.cache_lookups = m.counters_by("talkserve_llm_prefix_cache_lookups_total",
                                            "Prefix KV cache lookups, by result", "result", ["hit", "miss"])
         self.cache_tokens = m.counter("talkserve_llm_prefix_cache_reused_tokens_total",
@@ -89,7 +90,7 @@ class TritonPythonModel:
                                f"the prompt is {len(ids)} tokens, the limit is {self.max_prompt}: send fewer turns")
         return ids
 
-    def _validate(self, request) -> tuple[str, str, int, str, str, str]:
+    def _validate(self, request) -> tuple[str, str, int, str, str, str, str]:
         text = decode_text(scalar_bytes(request, "text"), "text", self.max_chars)
         avatar_id = decode_text(scalar_bytes(request, "avatar_id"), "avatar_id", 64)
         if not self.store.exists(avatar_id):  # reject before any sentence is streamed
@@ -105,7 +106,9 @@ class TritonPythonModel:
             bytes(conversation.reshape(-1)[0]), "conversation_id", 128, allow_empty=True)
         receipts = optional_input(request, "receipts")
         receipts = "" if receipts is None else decode_text(bytes(receipts.reshape(-1)[0]), "receipts", 128)
-        return text, avatar_id, n, emotion, conversation, receipts
+        codec = optional_input(request, "video_codec")
+        codec = parse_codec(None if codec is None else bytes(codec.reshape(-1)[0]))
+        return text, avatar_id, n, emotion, conversation, receipts, codec
 
     def _stream(self, request, sender) -> None:
         stream = optional_input(request, "stream")
@@ -126,7 +129,7 @@ class TritonPythonModel:
         given = optional_input(request, "started_at")
         start = time.time() if given is None else float(given.reshape(-1)[0])
         try:
-            text, avatar_id, max_new_tokens, emotion, conversation, receipts = self._validate(request)
+            text, avatar_id, max_new_tokens, emotion, conversation, receipts, codec = self._validate(request)
             ids = self._prompt(request, text, self._system(emotion))
         except RequestError as e:
             self.rejected[e.field].increment(1)
@@ -134,7 +137,8 @@ class TritonPythonModel:
         turn = self.turns.start(conversation)  # supersedes this conversation's previous reply
         carried = [pb_utils.Tensor(name, np.array([value.encode()], dtype=np.object_))
                    for name, value in [("avatar_id", avatar_id), ("emotion", emotion), ("turn", turn),
-                                       ("user_text", text), ("stream", stream), ("receipts", receipts)]]
+                                       ("user_text", text), ("stream", stream), ("receipts", receipts),
+                                       ("video_codec", codec)]]
         carried.append(pb_utils.Tensor("started_at", np.array([start], np.float64)))
 
         first = True
