@@ -189,3 +189,17 @@ def write_strip(result, avatar, path: Path) -> Path:
     first = [c.video for c in result.chunks if c.index == result.chunks[0].index]
     return frame_strip(np.concatenate(first), avatar.box, mouth_box(avatar.landmarks, avatar.portrait.shape, 0.3),
                        path)
+
+
+@app.command()
+def web(
+    url: Annotated[str, typer.Option(help="Triton gRPC address of a running `talkserve serve`")] = "127.0.0.1:8001",
+    avatar: Annotated[str, typer.Option(help="Registered avatar id")] = "sample",
+    host: Annotated[str, typer.Option(help="Address the page listens on (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the page")] = 8080,
+) -> None:
+    """Show the digital human in a browser: a WebRTC gateway (type, or hold to talk; speak over it to cut in)."""
+    from talkserve.web import serve
+
+    typer.echo(f"talkserve web on http://{host}:{port}/ → Triton at {url}, avatar {avatar!r}")
+    serve(url, avatar, host, port)

@@ -299,3 +299,25 @@ def test_talkserve_up_without_a_docker_engine_says_so(tmp_path):
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
     assert run.returncode == 1 and "no Docker engine answers here" in run.stderr
+
+
+def test_the_web_overlay_adds_the_browser_gateway_in_front_of_its_router():
+    docs = render("cpu-web")
+    for doc in docs:
+        if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("Deployment", "talkserve-cpu"), ("Deployment", "talkserve-router-cpu")} <= names  # the pool, whole
+    web = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "talkserve-web-cpu")
+    c = web["spec"]["template"]["spec"]["containers"][0]
+    router = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "talkserve-router-cpu")
+    assert c["command"][:2] == ["talkserve", "web"]
+    assert c["command"][c["command"].index("--url") + 1] == f"{router['metadata']['name']}:8001"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/" and c["securityContext"]["readOnlyRootFilesystem"]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "talkserve-web-cpu")
+    assert service["spec"]["selector"] == web["spec"]["selector"]["matchLabels"]
+    admitted = [p for p in docs if p["kind"] == "NetworkPolicy"
+                and p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") == "router"
+                and any(f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "web"
+                        for rule in p["spec"].get("ingress", []) for f in rule.get("from", []))]
+    assert admitted, "no NetworkPolicy lets the gateway reach the router"
