@@ -7,7 +7,7 @@ per hit, the `llm`'s own time to first token on the last turn, and the replies (
 cache and without). Then why turns missed before: turn N's cached ids (its prompt and the reply
 it generated) against turn N+1's prompt ids, and where they first differ.
 
-    python bench/prefix_cache_service.py [--conversations 3] [--turns 3] [--max-streams 3] [--llm DIR]
+    python bench/prefix_cache_service.py [--conversations 3] [--turns 3] [--max-streams 3] [--model smollm2]
 """
 
 from __future__ import annotations
@@ -81,25 +81,35 @@ def instances_of(current: Path) -> int:
     return repo.read_config(current / "llm").instance_group[0].count
 
 
-def key_gaps(llm_dir: Path, replies: list[str], conversations: int, turns: int) -> list[dict]:
-    """Where turn N's cached ids (prompt + generated reply) and turn N+1's prompt first differ,
-    replayed on the build's own decoder with the served replies as history."""
+def key_gaps(recipe, replies: list[str], conversations: int, turns: int) -> list[dict]:
+    """Where turn N's cached ids (everything its loop fed the decoder: prompt and generated reply) and
+    turn N+1's prompt ids first differ, replayed on the build's own decoder as the server runs it
+    (persona, shaping) with the served replies as history."""
     import numpy as np
 
     from talkserve.export import ort_decoder
-    from talkserve.generate import generate_tokens, prompt_ids
+    from talkserve.generate import Shaping, prompt_ids, stream_reply
+    from talkserve.models.llm import hf_directory
 
-    step, layout, tok = ort_decoder(llm_dir)
+    step, layout, tok = ort_decoder(hf_directory(recipe.llm.resolved_path()))
+    max_sentences, penalty = recipe.llm.shaping()
+    system = recipe.llm.persona
     out = []
     for c in range(conversations):
         history = []
         for t in range(turns - 1):
             q = QUESTIONS[(c + t) % len(QUESTIONS)]
-            ids = prompt_ids(tok, q, history=history)
-            generated = list(generate_tokens(step, layout, ids, 96, {tok.eos_token_id}))
-            cached = ids + generated[:-1] if generated else ids  # the last token is never fed back
+            ids = prompt_ids(tok, q, system, history)
+            cached: list[int] = []
+
+            def recording(feeds, cached=cached):
+                cached.extend(feeds["input_ids"][0].tolist())
+                return step(feeds)
+
+            list(stream_reply(recording, layout, tok, ids, recipe.llm.max_new_tokens,
+                              shaping=Shaping(penalty, max_sentences)))
             history += [{"role": "user", "content": q}, {"role": "assistant", "content": replies[c * turns + t]}]
-            nxt = prompt_ids(tok, QUESTIONS[(c + t + 1) % len(QUESTIONS)], history=history)
+            nxt = prompt_ids(tok, QUESTIONS[(c + t + 1) % len(QUESTIONS)], system, history)
             n = min(len(cached), len(nxt))
             differ = np.flatnonzero(np.asarray(cached[:n]) != np.asarray(nxt[:n]))
             at = int(differ[0]) if len(differ) else n
@@ -115,7 +125,7 @@ def main() -> None:
     ap.add_argument("--conversations", type=int, default=3)
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--max-streams", type=int, default=3, help="the build's stream limit (sizes the llm loops)")
-    ap.add_argument("--llm", type=Path, default=None, help="Hugging Face model directory (default: the recipe's)")
+    ap.add_argument("--model", default="smollm2", help="llm.model: smollm2 (the default) or starter")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     args = ap.parse_args()
     from talkserve.recipe import Recipe
@@ -125,8 +135,7 @@ def main() -> None:
     with bench_home() as (root, db):
         recipe = Recipe()
         recipe.serving.avatar_db, recipe.serving.max_streams = db, args.max_streams
-        if args.llm:
-            recipe.llm.path = args.llm
+        recipe.llm.model = args.model
         current = build(recipe, root / "repo", STEPS, progress=lambda s: None)
         built = instances_of(current)
         report = {}
@@ -145,7 +154,7 @@ def main() -> None:
                   flush=True)
         on, off = report[f"{built} instances (the build's)"], report["cache off"]
         print(f"replies identical with the cache and without: {on['replies'] == off['replies']}")
-        gaps = key_gaps(recipe.llm.resolved_path(), on["replies"], args.conversations, args.turns)
+        gaps = key_gaps(recipe, on["replies"], args.conversations, args.turns)
         for g in gaps:
             print(f"  turn {g['turn']} cached {g['cached']} ids, next prompt {g['next_prompt']}: first differ at "
                   f"{g['first_difference']} ({g['cached_there']!r} vs {g['next_there']!r}); whole key a prefix: "

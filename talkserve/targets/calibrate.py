@@ -32,7 +32,8 @@ AVATAR = "sample"
 DEGRADED = "talkserve_lipsync_degraded_sentences_total"
 
 
-def stream_once(url: str, question: str = QUESTION, avatar: str = AVATAR, retry=None) -> dict:
+def stream_once(url: str, question: str = QUESTION, avatar: str = AVATAR, retry=None,
+                video_codec: str | None = None) -> dict:
     """One reply as a player meets it: first chunk, stalls and where they fell, or why it was refused."""
     from talkserve.client import NO_RETRY, TalkClient, TalkError
     from talkserve.playback import stall_points
@@ -40,13 +41,14 @@ def stream_once(url: str, question: str = QUESTION, avatar: str = AVATAR, retry=
     sent = time.monotonic()
     try:
         with TalkClient(url, retry=retry or NO_RETRY) as client:
-            chunks = list(client.stream(question, avatar))
+            chunks = list(client.stream(question, avatar, video_codec=video_codec))
     except TalkError as e:  # counted and reported, not hidden
         return {"status": e.status, "after_s": time.monotonic() - sent, "error": str(e)[:200]}
     if not chunks:
         return {"status": "EMPTY", "after_s": time.monotonic() - sent, "error": "the reply had no chunks"}
     points = stall_points((c.seconds, len(c.audio) / c.sample_rate) for c in chunks)
     return {"status": "OK", "ttfc_s": chunks[0].seconds, "stalls": len(points), "stall_s": sum(w for _, w in points),
+            "video_bytes": sum(len(c.h264) or c.video.nbytes for c in chunks), "parts": len(chunks),
             "video_s": sum(len(c.audio) / c.sample_rate for c in chunks),
             # where: (sentence, part) of each late chunk, and how long the player waited
             "late": [(chunks[i].index, chunks[i].part, round(w, 3)) for i, w in points]}
@@ -59,13 +61,15 @@ def served_metric(metrics_port: int, name: str) -> float:
                    if line.startswith((name + "{", name + " ")))
 
 
-def run_streams(url: str, n: int, metrics_port: int | None = None, retry=None, question: str = QUESTION) -> dict:
+def run_streams(url: str, n: int, metrics_port: int | None = None, retry=None, question: str = QUESTION,
+                video_codec: str | None = None) -> dict:
     """`n` concurrent replies: admitted or refused (and how fast), first chunk percentiles, stalls,
     video seconds per wall second, and (given the metrics port) sentences degraded to the warp."""
     before = served_metric(metrics_port, DEGRADED) if metrics_port else 0.0
     streams: list[dict] = []
     start = time.monotonic()
-    workers = [threading.Thread(target=lambda: streams.append(stream_once(url, question, retry=retry)))
+    workers = [threading.Thread(target=lambda: streams.append(stream_once(url, question, retry=retry,
+                                                                          video_codec=video_codec)))
                for _ in range(n)]
     for w in workers:
         w.start()
@@ -84,7 +88,8 @@ def run_streams(url: str, n: int, metrics_port: int | None = None, retry=None, q
             "streams_stalled": sum(1 for s in ok if s["stalls"]), "late": [s["late"] for s in ok if s["late"]],
             "degraded_sentences": (served_metric(metrics_port, DEGRADED) - before) if metrics_port else None,
             "ttfc_s": ttfc, "ttfc_p50_s": q[0], "ttfc_p95_s": q[1], "ttfc_p99_s": q[2], "wall_s": wall,
-            "video_s": video, "throughput": video / wall, "rtf": wall / max(video, 1e-9)}
+            "video_s": video, "throughput": video / wall, "rtf": wall / max(video, 1e-9),
+            "video_bytes": sum(s["video_bytes"] for s in ok), "parts": sum(s["parts"] for s in ok)}
 
 
 def meets_real_time(r: dict, first_chunk_p95_s: float = 1.5) -> bool:

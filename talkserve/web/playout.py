@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamTrack
 RATE = 48_000  # WebRTC's Opus clock
 AUDIO_FRAME = 960  # 20 ms
 VIDEO_CLOCK = 90_000
-START_LEAD_S = 0.05  # a reply's first frame waits this long: its first audio is queued, not yet sent
+TICK_S = AUDIO_FRAME / RATE / 2  # queued into silence, audio starts at the audio track's next tick: on average
 
 
 class Playout:
@@ -44,7 +44,8 @@ class Playout:
         pcm = _resample(audio, sample_rate)
         packets = [p for p in self.parser.parse(h264)] + [p for p in self.parser.parse(None)]
         with self.lock:
-            start = time.monotonic() + self.queued / RATE + (START_LEAD_S if not self.queued else 0.0)
+            # after the audio still queued; into silence, at the audio track's next 20 ms tick
+            start = time.monotonic() + (self.queued / RATE if self.queued else TICK_S)
             for i, packet in enumerate(packets):
                 self.video.append((start + i / self.fps, packet))
             self.audio.append(pcm)

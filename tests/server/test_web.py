@@ -3,39 +3,26 @@ plays a spoken question (tests/browser.sh installs chromium and chromium-driver;
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import wait_streams_free
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import (
+    browser,
+    face,
+    gone,
+    question_wav_seconds,
+    spoken_question_wav,
+    start_gateway,
+    until,
+    wait_streams_free,
+)
 
 
 @pytest.fixture(scope="module")
 def gateway(url):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "talkserve.cli", "web", "--url", url, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    page = f"http://127.0.0.1:{port}/"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(page, timeout=1).read()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.1)
+    proc, page = start_gateway(url)
     yield page
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
@@ -44,82 +31,7 @@ def gateway(url):
 
 @pytest.fixture(scope="module")
 def question_wav(tmp_path_factory) -> Path:
-    """The microphone's loop: "Who are you?" (Piper) between two seconds of silence each side, so that a
-    hold of one loop from where the page thinks a loop starts holds the whole question, give or take
-    where the fake device really started it."""
-    import wave
-
-    from talkserve.models.piper_tts import PiperTTS
-    from talkserve.recipe import TTSRecipe
-
-    tts = PiperTTS(*TTSRecipe().resolved_paths(), noise_scale=0.0, noise_w_scale=0.0)
-    from scipy.signal import resample_poly
-
-    speech = resample_poly(tts.synthesize("Who are you?"), 320, 147)  # 22.05 → 48 kHz: Chromium's fake
-    pad = np.zeros(2 * 48_000, np.float32)  # device plays a file at its own rate, whatever the file's header says
-    pcm = (np.clip(np.concatenate([pad, speech, pad]), -1, 1) * 32767).astype(np.int16)
-    path = tmp_path_factory.mktemp("mic") / "question.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(48_000)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
-def question_wav_seconds(path: Path) -> float:
-    import wave
-
-    with wave.open(str(path)) as w:
-        return w.getnframes() / w.getframerate()
-
-
-def browser(wav: Path):
-    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "run tests/browser.sh (installs chromium, chromium-driver)"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required",
-                 "--window-size=640,900"]:
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-
-
-def until(driver, script: str, timeout: float = 120.0):
-    """Poll a JavaScript expression until it is truthy; its value."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := driver.execute_script(f"return {script}"):
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{script} still false after {timeout}s; page state: "
-                         f"{driver.execute_script('return JSON.stringify(window.talk)')}")
-
-
-def gone(driver) -> None:
-    """The browser disappears without a goodbye, as a crashed tab or a lost laptop does."""
-    import contextlib
-
-    import psutil
-
-    driver_process = psutil.Process(driver.service.process.pid)
-    for child in driver_process.children(recursive=True):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    driver_process.kill()
-    with contextlib.suppress(Exception):
-        driver.quit()
-
-
-def face(driver) -> np.ndarray:
-    """The video element as the browser paints it (a screenshot of it), grey levels."""
-    import cv2
-
-    png = driver.find_element("id", "face").screenshot_as_png
-    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    return spoken_question_wav(tmp_path_factory.mktemp("mic") / "question.wav", "Who are you?")
 
 
 def test_the_page_shows_a_talking_face_answers_typed_and_spoken_questions_and_can_be_cut(
