@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from talkserve.text import RequestError
+from talkserve.text import decode_choice
 
 NEUTRAL = "neutral"
 
@@ -45,12 +45,7 @@ STYLES: dict[str, Style] = {
 
 def parse_emotion(raw: bytes | str | None) -> str:
     """Request bytes (or None when the optional input is absent) → a known emotion name."""
-    if raw is None:
-        return NEUTRAL
-    name = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw).strip().lower() or NEUTRAL
-    if name not in STYLES:
-        raise RequestError("emotion", f"{name!r} is not one of {', '.join(STYLES)}")
-    return name
+    return decode_choice(raw, "emotion", STYLES, NEUTRAL)
 
 
 def style(name: str) -> Style:

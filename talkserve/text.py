@@ -36,6 +36,16 @@ def decode_text(raw: bytes, field: str = "text", max_chars: int = MAX_TEXT_CHARS
     return text
 
 
+def decode_choice(raw: bytes | str | None, field: str, choices, default: str) -> str:
+    """An optional request field naming one of `choices` (absent or empty = `default`), case-insensitive."""
+    if raw is None:
+        return default
+    name = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw).strip().lower() or default
+    if name not in choices:
+        raise RequestError(field, f"{name!r} is not one of {', '.join(choices)}")
+    return name
+
+
 def split_sentences(text: str) -> tuple[list[str], str]:
     """Complete sentences at the front of `text`, and the unfinished rest."""
     sentences, start = [], 0

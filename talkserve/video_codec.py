@@ -20,7 +20,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from talkserve.text import RequestError
+from talkserve.text import decode_choice
 
 RAW, H264 = "raw", "h264"
 CODECS = (RAW, H264)
@@ -28,12 +28,7 @@ CODECS = (RAW, H264)
 
 def parse_codec(raw: bytes | str | None) -> str:
     """The request's `video_codec` (absent = raw)."""
-    if raw is None:
-        return RAW
-    name = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw).strip().lower() or RAW
-    if name not in CODECS:
-        raise RequestError("video_codec", f"{name!r} is not one of {', '.join(CODECS)}")
-    return name
+    return decode_choice(raw, "video_codec", CODECS, RAW)
 
 
 class H264Encoder:
