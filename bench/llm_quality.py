@@ -89,7 +89,8 @@ def main() -> None:
     teacher, tok = load_llm(hf_directory(recipe.llm.resolved_path()))
     items = QUESTIONS[: args.qa or None]
     start = time.monotonic()
-    task = LLMTask(teacher, tok, DataSource(None, recipe.compress.held_out, recipe.compress.max_examples))
+    task = LLMTask(teacher, tok, DataSource(None, recipe.compress.held_out, recipe.compress.max_examples),
+                   corpus=recipe.llm.is_starter())
     print(f"teacher replies to {len(task.train) + len(task.held_out())} prompts in {time.monotonic() - start:.0f}s",
           flush=True)
     rows = {}

@@ -45,7 +45,7 @@ def measure(page: str, wav: Path, questions: int, screenshot: Path | None) -> di
             until(driver, "talk.sentences.length && talk.sentences[talk.sentences.length - 1].reply === talk.reply")
             time.sleep(4)  # let it finish speaking
         loop_ms = int(question_wav_seconds(wav) * 1000)
-        driver.execute_script(f"talk.holdLoop({loop_ms})")
+        driver.execute_script(f"talk.hold({2 * loop_ms})")  # two loops of the fake microphone hold one whole
         until(driver, f"talk.firstFrameMs.length >= {questions + 1}")
         typed = driver.execute_script("return talk.firstFrameMs")[:questions]
         spoken = driver.execute_script("return talk.firstFrameMs")[questions]

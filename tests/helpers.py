@@ -138,10 +138,9 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 
 
 def spoken_question_wav(path: Path, text: str) -> Path:
-    """A fake microphone's loop: `text` spoken by Piper between two seconds of silence each side, so a
-    hold of one loop from where the page thinks a loop starts holds the whole question, give or take
-    where the fake device really started it. Written at 48 kHz: Chromium's fake device plays a file at
-    its own rate, whatever the file's header says."""
+    """A fake microphone's loop: `text` spoken by Piper between two seconds of silence each side (the
+    device starts the loop at a point of its own: a hold of two loops holds one whole question).
+    Written at 48 kHz: Chromium's fake device plays a file at its own rate, whatever its header says."""
     import wave
 
     import numpy as np

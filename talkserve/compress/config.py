@@ -27,8 +27,7 @@ class DistillConfig(Strict):
     steps: int = Field(60, ge=0, description="Optimiser steps after each pruning iteration (0 = no repair)")
     lr: float = Field(3e-4, gt=0, description="Adam learning rate of the student")
     batch_size: int = Field(4, ge=1, description="Examples per step")
-    temperature: float = Field(4.0, gt=0, description="Softmax temperature of the LLM's KL term (3–7 keeps the "
-                                                       "teacher's ranking of the tokens it did not pick)")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of the LLM's KL term")
     alpha: float = Field(0.9, ge=0, le=1, description="LLM: weight of KL(teacher‖student) vs. cross-entropy")
     seed: int = Field(0, description="Seed of batch order and student init noise")
 

@@ -70,7 +70,7 @@ def llm_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     if recipe.compress.llm.active:
         from talkserve.compress.tasks import LLMTask
 
-        task = LLMTask(model, tokenizer, _data(recipe, ctx))
+        task = LLMTask(model, tokenizer, _data(recipe, ctx), corpus=recipe.llm.is_starter())
         model = _compress(task, recipe.compress.llm, recipe, ctx, root / "llm_decoder" / "1", "model.onnx")
         model.save_pretrained(root / "llm" / "1" / "compressed_model")  # loads as a normal HF model
     else:

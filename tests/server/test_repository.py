@@ -80,9 +80,10 @@ def test_starter_repository_configs(built):
     assert head.platform == "ensemble" and head.model_transaction_policy.decoupled
     assert [s.model_name for s in head.ensemble_scheduling.step] == ["admit", "llm", "tts", "lipsync"]
     assert [i.name for i in head.input] == ["text", "avatar_id", "max_new_tokens", "emotion", "conversation_id",
-                                            "history", "receipts"]
+                                            "history", "receipts", "video_codec"]
     assert all(i.optional for i in head.input[2:])
-    assert [o.name for o in head.output] == ["reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video"]
+    assert [o.name for o in head.output] == ["reply_text", "chunk_index", "part_index", "audio", "sample_rate", "video",
+                                             "video_h264"]
     voice = configs["talking_head_voice"]
     assert [s.model_name for s in voice.ensemble_scheduling.step] == ["asr", "llm", "tts", "lipsync"]
     assert [i.name for i in voice.input][:3] == ["user_audio", "user_sample_rate", "avatar_id"]

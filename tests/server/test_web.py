@@ -53,8 +53,9 @@ def test_the_page_shows_a_talking_face_answers_typed_and_spoken_questions_and_ca
         assert np.abs(second - first).mean() > 0.2, "the face did not move between two moments"
         until(driver, "talk.sentences.length >= 1")
 
-        loop_ms = int(question_wav_seconds(question_wav) * 1000)  # the microphone loops "Who are you?"
-        driver.execute_script(f"talk.holdLoop({loop_ms})")
+        # the fake microphone loops "Who are you?" from a point of its own: two loops hold one whole
+        loop_ms = int(question_wav_seconds(question_wav) * 1000)
+        driver.execute_script(f"talk.hold({2 * loop_ms})")
         heard = until(driver, "talk.heard.length >= 1 && talk.heard[0]")
         assert "who are you" in heard.lower(), heard
         until(driver, "talk.sentences.some((s) => s.reply === talk.reply && talk.heard.length)")

@@ -81,14 +81,26 @@ def teacher_replies(teacher: nn.Module, tokenizer, prompts: list[str], max_new_t
     return out
 
 
+def corpus_replies(tokenizer) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, reply ids + eos) of the starter corpus's pairs, question variants included."""
+    from talkserve.generate import prompt_ids
+    from talkserve.models.corpus import pairs
+
+    return [(prompt_ids(tokenizer, q), [*tokenizer.encode(a, add_special_tokens=False), tokenizer.eos_token_id])
+            for q, a in dict.fromkeys(pairs())]
+
+
 class LLMTask(Task):
     name = "llm"
 
-    def __init__(self, teacher: nn.Module, tokenizer, data: DataSource, seed: int = 0, held_out: int = 12):
+    def __init__(self, teacher: nn.Module, tokenizer, data: DataSource, seed: int = 0, held_out: int = 12,
+                 corpus: bool = False):
+        """`corpus`: the teacher is the starter, trained on our corpus: distil on that (its own training
+        distribution); a published model's data we do not have, so it is distilled on its replies to ours."""
         super().__init__(data, seed)
         self.teacher, self.tok = teacher.eval(), tokenizer
-        seqs = [(np.asarray([prompt + reply], np.int64), len(prompt))
-                for prompt, reply in teacher_replies(teacher, tokenizer, distill_prompts()) if reply]
+        pairs = corpus_replies(tokenizer) if corpus else teacher_replies(teacher, tokenizer, distill_prompts())
+        seqs = [(np.asarray([prompt + reply], np.int64), len(prompt)) for prompt, reply in pairs if reply]
         random.Random(seed).shuffle(seqs)
         self.train, self._held = seqs[:-held_out], seqs[-held_out:]
         self.base_config = teacher.config
