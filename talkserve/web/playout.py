@@ -37,7 +37,6 @@ class Playout:
         self.video: deque[tuple[float, av.Packet]] = deque()  # (due, monotonic s; the frame's packet)
         self.queued = 0  # audio samples not yet sent
         self.parser = av.CodecContext.create("h264", "r")
-        self.parts = 0
 
     def add(self, audio: np.ndarray, sample_rate: int, h264: bytes) -> None:
         """One part: its audio (float32 at `sample_rate`) and its frames' H.264."""
@@ -50,7 +49,6 @@ class Playout:
                 self.video.append((start + i / self.fps, packet))
             self.audio.append(pcm)
             self.queued += len(pcm)
-            self.parts += 1
 
     def flush(self) -> None:
         """Drop what is not yet played (a reply cut by a new question)."""
@@ -146,7 +144,7 @@ class ReplyVideo(_Paced):
             packet.pts, packet.time_base = pts, Fraction(1, VIDEO_CLOCK)
             return packet
         frames = self.decoder.decode(packet)
-        while not frames:  # the decoder holds nothing back for a zerolatency stream; wait for the next one
+        if not frames:  # a zerolatency stream holds nothing back; should it, take the next packet
             return await self.recv()
         frame = frames[-1]
         frame.pts, frame.time_base = pts, Fraction(1, VIDEO_CLOCK)
