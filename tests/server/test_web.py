@@ -3,6 +3,7 @@ plays a spoken question (tests/browser.sh installs chromium and chromium-driver;
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -20,6 +21,13 @@ from helpers import (
 )
 
 
+QUESTION = "Tell me about the weather today."
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
 @pytest.fixture(scope="module")
 def gateway(url):
     proc, page = start_gateway(url)
@@ -31,7 +39,7 @@ def gateway(url):
 
 @pytest.fixture(scope="module")
 def question_wav(tmp_path_factory) -> Path:
-    return spoken_question_wav(tmp_path_factory.mktemp("mic") / "question.wav", "Who are you?")
+    return spoken_question_wav(tmp_path_factory.mktemp("mic") / "question.wav", QUESTION)
 
 
 def test_the_page_shows_a_talking_face_answers_typed_and_spoken_questions_and_can_be_cut(
@@ -53,11 +61,13 @@ def test_the_page_shows_a_talking_face_answers_typed_and_spoken_questions_and_ca
         assert np.abs(second - first).mean() > 0.2, "the face did not move between two moments"
         until(driver, "talk.sentences.length >= 1")
 
-        # the fake microphone loops "Who are you?" from a point of its own: two loops hold one whole
+        # the fake microphone loops the question from a point of its own: two loops hold one whole
         loop_ms = int(question_wav_seconds(question_wav) * 1000)
         driver.execute_script(f"talk.hold({2 * loop_ms})")
         heard = until(driver, "talk.heard.length >= 1 && talk.heard[0]")
-        assert "who are you" in heard.lower(), heard
+        # most of its words, not all: Opus over a starved CPU may blur one ("Who are you?" was once
+        # heard as "Hey, where are you?"), a question that never reached Whisper shares none
+        assert len(words(heard) & words(QUESTION)) >= 4 and "weather" in words(heard), heard
         until(driver, "talk.sentences.some((s) => s.reply === talk.reply && talk.heard.length)")
 
         driver.get(gateway)  # a new conversation (the starter LLM tells its story only without history)
