@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from talkserve.export import ort_decoder
-from talkserve.generate import generate_tokens, prompt_ids
-from talkserve.prefix_cache import PrefixCache
+from talkserve.runtime.generate import generate_tokens, prompt_ids
+from talkserve.runtime.prefix_cache import PrefixCache
 
 QUESTIONS = ["Who are you?", "Tell me more.", "What is pruning?", "Why?", "What is quantization?", "Tell me more.",
              "What is distillation?", "What did I just ask?"]

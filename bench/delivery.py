@@ -52,9 +52,9 @@ def decode_seconds(chunks) -> float:
 
 def same_reply(url: str, out: Path) -> dict:
     """One question both ways on the deterministic server: decoded h264 vs raw frames, and the mp4."""
+    from talkserve.apps.speak import speak
     from talkserve.client import TalkClient
-    from talkserve.media import probe
-    from talkserve.speak import speak
+    from talkserve.client.media import probe
 
     with TalkClient(url) as client:
         raw = list(client.stream(QUESTION, "sample"))
@@ -72,11 +72,11 @@ def main() -> None:
     ap.add_argument("--replies", type=int, default=5, help="single replies per codec")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     args = ap.parse_args()
-    from talkserve import repository as repo
     from talkserve import spec
     from talkserve.recipe import Recipe
-    from talkserve.repository import build
-    from talkserve.serve import Ports, Server
+    from talkserve.server import repository as repo
+    from talkserve.server.repository import build
+    from talkserve.server.serve import Ports, Server
     from talkserve.targets.calibrate import run_streams, served_metric, step_streams
     from talkserve.targets.cpu import STEPS
 

@@ -34,7 +34,7 @@ SENTENCES = ["Hello there, how are you doing today?", "I can talk about many thi
 def portraits():
     import matplotlib
 
-    from talkserve.avatars import Avatar, decode_image, prepare_portrait
+    from talkserve.lipsync.avatars import Avatar, decode_image, prepare_portrait
     from talkserve.recipe import SAMPLE_PORTRAIT
 
     for name, path in [("sample", SAMPLE_PORTRAIT),

@@ -34,7 +34,7 @@ def ort_step(path: Path):
 
 def speed(step, layout, tok, runs: int = 3) -> tuple[float, float]:
     """(time to first token s, decode tokens/s): median of `runs`, 32 tokens decoded, eos ignored."""
-    from talkserve.generate import generate_tokens, prompt_ids
+    from talkserve.runtime.generate import generate_tokens, prompt_ids
 
     ids = prompt_ids(tok, "Can you explain, in a few friendly words, what a graphics processing unit does inside "
                           "a computer and why games need one?")
@@ -52,8 +52,8 @@ def speed(step, layout, tok, runs: int = 3) -> tuple[float, float]:
 
 def qa_score(step, layout, tok, recipe, items) -> tuple[float, list[str]]:
     from talkserve.compress.qa import score
-    from talkserve.generate import Shaping, prompt_ids, stream_reply
-    from talkserve.spoken import clean_for_speech
+    from talkserve.runtime.generate import Shaping, prompt_ids, stream_reply
+    from talkserve.runtime.spoken import clean_for_speech
 
     max_sentences, penalty = recipe.llm.shaping()
     shaping = Shaping(penalty, max_sentences, lambda s: clean_for_speech(s).text)

@@ -33,11 +33,11 @@ from talkserve.targets.calibrate import QUESTION, step_streams
 BASELINE = r"""
 import json, sys, time
 import numpy as np, torch
-from talkserve.audio import pad_to_frames
-from talkserve.avatars import AvatarStore
-from talkserve.generate import prompt_ids
+from talkserve.voice.audio import pad_to_frames
+from talkserve.lipsync.avatars import AvatarStore
+from talkserve.runtime.generate import prompt_ids
 from talkserve.lipsync import animate
-from talkserve.media import Mp4Writer
+from talkserve.client.media import Mp4Writer
 from talkserve.models.llm import load_llm
 from talkserve.models.piper_tts import PiperTTS
 from talkserve.models.wav2lip import load_wav2lip
@@ -77,7 +77,7 @@ def process_tree_rss_mb(root: int) -> float:
     """Memory of a process and all its descendants (tritonserver + python stubs), as the sum of their
     proportional set sizes: the python backend's shared-memory pool is mapped by tritonserver and by
     each stub that sends through it, and summed VmRSS would count those pages once per process."""
-    from talkserve.health import processes
+    from talkserve.server.health import processes
 
     procs = list(processes())
     family, grew = {root}, True
@@ -139,10 +139,10 @@ def serving(repository: Path, log: Path, max_streams: int | None = None, degrade
     set as a recipe would (`env`: over the server's environment)."""
     import shutil
 
-    from talkserve import repository as repo
     from talkserve import spec
     from talkserve.client import TalkClient
-    from talkserve.serve import Ports, Server
+    from talkserve.server import repository as repo
+    from talkserve.server.serve import Ports, Server
 
     copy = Path(tempfile.mkdtemp(prefix="talkserve-bench-repo-")) / "repository"
     shutil.copytree(repository.resolve(), copy, symlinks=True)
@@ -162,7 +162,7 @@ def serving(repository: Path, log: Path, max_streams: int | None = None, degrade
 @contextlib.contextmanager
 def bench_home():
     """A temporary directory with the sample avatar registered: (directory, avatar db)."""
-    from talkserve.avatars import AvatarStore
+    from talkserve.lipsync.avatars import AvatarStore
     from talkserve.recipe import SAMPLE_PORTRAIT
 
     with tempfile.TemporaryDirectory(prefix="talkserve-bench-") as tmp:
@@ -213,7 +213,7 @@ def build(preset: str, root: Path, db: Path, quick: bool = False) -> Path:
     sizes, so the same speed; their quality is the compression benchmark's business)."""
     from talkserve.compress.presets import preset as compression
     from talkserve.recipe import Recipe
-    from talkserve.repository import build as do_build
+    from talkserve.server.repository import build as do_build
     from talkserve.targets.cpu import STEPS
 
     recipe = Recipe(name=preset, compress=compression(preset))

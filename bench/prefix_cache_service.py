@@ -63,8 +63,8 @@ def converse(server, conversations: int, turns: int) -> dict:
 
 
 def serve_copy(current: Path, log: Path, llm_instances: int | None = None, cache_mib: float | None = None):
-    from talkserve import repository as repo
-    from talkserve.serve import Ports, Server
+    from talkserve.server import repository as repo
+    from talkserve.server.serve import Ports, Server
 
     copy = Path(tempfile.mkdtemp(prefix="talkserve-bench-repo-")) / "repository"
     shutil.copytree(current.resolve(), copy, symlinks=True)
@@ -76,7 +76,7 @@ def serve_copy(current: Path, log: Path, llm_instances: int | None = None, cache
 
 
 def instances_of(current: Path) -> int:
-    from talkserve import repository as repo
+    from talkserve.server import repository as repo
 
     return repo.read_config(current / "llm").instance_group[0].count
 
@@ -88,8 +88,8 @@ def key_gaps(recipe, replies: list[str], conversations: int, turns: int) -> list
     import numpy as np
 
     from talkserve.export import ort_decoder
-    from talkserve.generate import Shaping, prompt_ids, stream_reply
     from talkserve.models.llm import hf_directory
+    from talkserve.runtime.generate import Shaping, prompt_ids, stream_reply
 
     step, layout, tok = ort_decoder(hf_directory(recipe.llm.resolved_path()))
     max_sentences, penalty = recipe.llm.shaping()
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     args = ap.parse_args()
     from talkserve.recipe import Recipe
-    from talkserve.repository import build
+    from talkserve.server.repository import build
     from talkserve.targets.cpu import STEPS
 
     with bench_home() as (root, db):

@@ -28,8 +28,8 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from pipeline import build, process_tree_rss_mb, pss_mb, serving
 
-from talkserve import repository as repo
-from talkserve.serve import SERVING_ENV
+from talkserve.server import repository as repo
+from talkserve.server.serve import SERVING_ENV
 from talkserve.spec import OnnxParams
 
 QUESTION = "Tell me about pruning and quantization and distillation, please."
@@ -94,7 +94,7 @@ def warm_up(url: str, streams: int) -> None:
 
 def by_process(server) -> dict[str, float]:
     """Proportional set size (MB) of tritonserver and of each python model's stub (by model name)."""
-    from talkserve.health import processes
+    from talkserve.server.health import processes
 
     out = {}
     for pid, ppid, _ in processes():
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--preset", default="fp32")
     ap.add_argument("--repository", type=Path, help="a built repository/current to use instead of building")
     args = ap.parse_args()
-    from talkserve.avatars import AvatarStore
+    from talkserve.lipsync.avatars import AvatarStore
     from talkserve.recipe import SAMPLE_PORTRAIT
 
     with tempfile.TemporaryDirectory(prefix="talkserve-stalled-") as tmp:

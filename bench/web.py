@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="build with the tests' short repair schedule")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     args = ap.parse_args()
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     report = {}
     with bench_home() as (root, db):

@@ -1,7 +1,7 @@
 """Minimal streaming client for the talking_head ensemble, with tritonclient alone.
 
-Shows the whole request contract in one screen; `talkserve say` (talkserve/client.py +
-talkserve/speak.py) is the full client that writes an mp4.
+Shows the whole request contract in one screen; `talkserve say` (talkserve/client/talk.py +
+talkserve/apps/speak.py) is the full client that writes an mp4.
 
     python clients/stream_reply.py "Hello! Who are you?" --avatar sample --url 127.0.0.1:8001 [--video-codec h264]
 

@@ -3,7 +3,7 @@
 A `ModelSpec` names a model's input and output tensors (shapes from the layout constants here), its
 parameters as one pydantic class — stored in `config.pbtxt` as a single JSON parameter and parsed
 back by the python model with the same class — whether it streams (decoupled), and who sets its
-instance count. From it `talkserve.repository` writes `config.pbtxt`, `talkserve.export` draws its
+instance count. From it `talkserve.server.repository` writes `config.pbtxt`, `talkserve.export` draws its
 validation inputs, the GPU target its TensorRT profiles, and the client its output names and the
 fields it can be told are wrong.
 
@@ -141,7 +141,7 @@ class LLMParams(Params):
     max_prompt_tokens: int = Field(description="Prompt budget; the oldest history goes first")
     prefix_cache_mib: float = Field(description="KV prefix cache size")
     persona: str = Field("", description="System message before every conversation (templates with a system role)")
-    spoken_filter: bool = Field(True, description="Clean each sentence for speech (talkserve.spoken) before tts")
+    spoken_filter: bool = Field(True, description="Clean each sentence for speech (runtime.spoken) before tts")
     max_sentences: int = Field(0, ge=0, description="Stop a reply after this many sentences; 0 = no limit")
     repetition_penalty: float = Field(1.0, ge=1.0, description="Penalty on tokens the reply already used")
 
@@ -250,7 +250,7 @@ def vocoder(num_mels: int = MEL_BINS) -> ModelSpec:
 OPTIONAL_INPUTS = (Tensor("max_new_tokens", "INT32", optional=True), Tensor("emotion", "STRING", optional=True),
                    Tensor("conversation_id", "STRING", optional=True), Tensor("history", "STRING", optional=True),
                    # a flow name: the client acknowledges the parts it takes (`ack`), so the server
-                   # computes ahead of its reader by at most `unread_parts` (talkserve.receipts)
+                   # computes ahead of its reader by at most `unread_parts` (talkserve.runtime.receipts)
                    Tensor("receipts", "STRING", optional=True),
                    # raw (default): `video` holds RGB frames; h264: `video_h264` holds them as Annex-B
                    # H.264 (talkserve.video_codec), `video` none

@@ -74,10 +74,10 @@ class SentenceStream:
 
 
 ROLES = ("user", "assistant")
-# What a draining server answers a new reply with (talkserve.drain); the client recognises it by this
+# What a draining server answers a new reply with (talkserve.runtime.drain); the client recognises it by this
 # text where the transport dropped the gRPC code, so it lives here, on the side both import.
 DRAINING_MESSAGE = "server is draining for shutdown; retry on another replica"
-# What a server at its stream limit answers (talkserve.admission): gRPC RESOURCE_EXHAUSTED to the client.
+# What a server at its stream limit answers (talkserve.runtime.admission): gRPC RESOURCE_EXHAUSTED to the client.
 OVERLOADED_MESSAGE = "server is at its stream limit"
 MAX_HISTORY_MESSAGES = 32
 

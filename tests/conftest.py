@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # helpers.py for the tests in every folder
 
-from talkserve.avatars import AvatarStore
+from talkserve.lipsync.avatars import AvatarStore
 from talkserve.recipe import SAMPLE_PORTRAIT, Recipe
 
 # Lanes come from where a test lives and what it uses, not from a list kept by hand: a test in
@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """(recipe, repository/current) of the fp32 starter build, with the sample avatar registered."""
-    from talkserve.repository import build
+    from talkserve.server.repository import build
     from talkserve.targets.cpu import STEPS
 
     root = tmp_path_factory.mktemp("talkserve")
@@ -64,7 +64,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(built):
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     _, current = built
     log = Path(current).parent.parent / "tritonserver.log"

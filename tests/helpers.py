@@ -22,9 +22,9 @@ def metric(server, name: str, **labels: str) -> float:
 
 
 def streams_held(server) -> int:
-    """Replies holding a stream slot of `server` now (its admission leases, talkserve.admission)."""
-    from talkserve.admission import Streams
-    from talkserve.turns import server_scratch
+    """Replies holding a stream slot of `server` now (its admission leases, talkserve.runtime.admission)."""
+    from talkserve.runtime.admission import Streams
+    from talkserve.runtime.turns import server_scratch
 
     return Streams(server_scratch("streams", server.proc.pid)).active()
 
@@ -53,7 +53,7 @@ def edited_copy(current, folder, instances: dict[str, int] | None = None, **chan
     """A copy of the built repository `current` in `folder` with some models' parameters changed,
     e.g. `lipsync={"degrade": {"enabled": False}}`, and instance counts (`instances={"lipsync": 2}`),
     as a build with that recipe would write them."""
-    from talkserve import repository as repo
+    from talkserve.server import repository as repo
 
     root = Path(folder) / "repository"
     shutil.copytree(Path(current).resolve(), root, symlinks=True)
@@ -66,7 +66,7 @@ def edited_copy(current, folder, instances: dict[str, int] | None = None, **chan
 
 def start_serve(repository, ports, *options: str) -> subprocess.Popen:
     """`talkserve serve` as a subprocess on `ports`, returned once Triton answers ready."""
-    from talkserve.serve import is_ready
+    from talkserve.server.serve import is_ready
 
     serve = subprocess.Popen([sys.executable, "-m", "talkserve.cli", "serve", "--repository", str(repository),
                               "--grpc-port", str(ports.grpc), "--http-port", str(ports.http),
@@ -83,7 +83,7 @@ def start_serve(repository, ports, *options: str) -> subprocess.Popen:
 
 def triton_under(serve: subprocess.Popen) -> int:
     """The tritonserver process `talkserve serve` runs."""
-    from talkserve.health import processes
+    from talkserve.server.health import processes
 
     return next(p for p, ppid, argv in processes() if ppid == serve.pid and argv and "tritonserver" in argv[0])
 
@@ -125,7 +125,7 @@ def held_out_portrait() -> Path:
 
 def avatar_of(path: Path, name: str):
     """An Avatar from a portrait file, through the real face and landmark detectors."""
-    from talkserve.avatars import Avatar, decode_image, prepare_portrait
+    from talkserve.lipsync.avatars import Avatar, decode_image, prepare_portrait
 
     rgb = decode_image(path.read_bytes(), str(path))
     box, lm = prepare_portrait(rgb, str(path))

@@ -13,7 +13,7 @@ from talkserve.recipe import Recipe, RecipeError, load_recipe
 
 
 def do_build(recipe: Recipe, output: Path, steps: list | None = None, needed=None) -> Path:
-    from talkserve.repository import build
+    from talkserve.server.repository import build
     from talkserve.targets.cpu import STEPS
 
     start = time.monotonic()
@@ -80,7 +80,7 @@ def engines(
 ) -> None:
     """Add TensorRT engines for this node's GPU to the published repository (one repository, mixed
     GPU pool: run it once on a node of each architecture). Publishes a new release atomically."""
-    from talkserve.gpus import node_problems
+    from talkserve.server.gpus import node_problems
     from talkserve.targets.gpu import GPUTargetError, add_engine_steps, require_gpu_build
 
     def missing() -> list[str]:

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
+from talkserve.apps.up import IMAGE
 from talkserve.cli import DEFAULT_OUTPUT, app, db_path, fail
-from talkserve.up import IMAGE
 
 
 @app.command()
@@ -22,7 +22,7 @@ def wait(
 ) -> None:
     """Wait until a build has published a repository (serving pods' first initContainer: a pod that
     starts before the build Job finishes waits here instead of crash-looping)."""
-    from talkserve.repository import is_published
+    from talkserve.server.repository import is_published
 
     start = time.monotonic()
     told = -1.0
@@ -50,8 +50,8 @@ def serve(
     """Run the embedded tritonserver on a repository until SIGTERM/SIGINT, then drain: replies in
     flight finish, new ones get UNAVAILABLE. Restart it when a python model's stub dies (Triton 2.51
     neither restarts the stub nor stops calling itself ready)."""
-    from talkserve.health import live_stubs, python_instances
-    from talkserve.serve import Ports, Server, ServerError
+    from talkserve.server.health import live_stubs, python_instances
+    from talkserve.server.serve import Ports, Server, ServerError
 
     server = Server(repository, Ports(grpc_port, http_port, metrics_port), exit_timeout=exit_timeout, host=host)
     stop = {"now": False}
@@ -100,8 +100,8 @@ def drain(
 ) -> None:
     """Before stopping tritonserver (a k8s preStop hook): refuse new replies with UNAVAILABLE, fail
     the readiness probe, and wait until the replies in flight have finished (exit 1 on timeout)."""
-    from talkserve.drain import drain as run
-    from talkserve.health import server_pid as find
+    from talkserve.runtime.drain import drain as run
+    from talkserve.server.health import server_pid as find
 
     try:
         done = run(server_pid or find(), metrics_url, timeout)
@@ -122,9 +122,9 @@ def up(
     db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None,
 ) -> None:
     """Run the serving image locally with Docker, the repository and avatars mounted read-only."""
-    from talkserve.gpus import node_problems
-    from talkserve.up import container_spec, has_gpu
-    from talkserve.up import up as start
+    from talkserve.apps.up import container_spec, has_gpu
+    from talkserve.apps.up import up as start
+    from talkserve.server.gpus import node_problems
 
     problems = node_problems(repository / "current") if (repository / "current").is_dir() else []
     if problems:
@@ -148,7 +148,7 @@ def health(
 ) -> None:
     """Readiness probe: server and every model ready, every python stub alive, not draining (exit 1 if
     not). With --live, the liveness probe."""
-    from talkserve.health import liveness_problems, problems
+    from talkserve.server.health import liveness_problems, problems
 
     try:
         found = (liveness_problems if live else problems)(url, repository, server_pid, timeout)

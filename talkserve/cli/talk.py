@@ -32,8 +32,8 @@ def say(
         help="How the video travels: raw (RGB frames, the default) or h264 (~150× fewer bytes)")] = None,
 ) -> None:
     """Ask the served digital human (text, or speech with --audio); write its reply as H.264 + AAC mp4."""
-    from talkserve.audio import read_wav
-    from talkserve.speak import speak
+    from talkserve.apps.speak import speak
+    from talkserve.voice.audio import read_wav
 
     if (text is None) == (audio is None):
         fail("give either TEXT or --audio, not both or neither", 2)
@@ -57,7 +57,7 @@ def conversation_path(name: str) -> Path:
 
 
 def load_conversation(name: str | None, avatar: str):
-    from talkserve.conversation import Conversation
+    from talkserve.client.conversation import Conversation
 
     return None if name is None else Conversation.load(None, conversation_path(name), avatar)
 
@@ -75,8 +75,8 @@ def converse(
 ) -> None:
     """Stream a WAV in real-time chunks: silero-vad splits turns, each turn gets a streamed reply, and
     speech that starts while a reply plays barges in (the old reply is cancelled on the server)."""
-    from talkserve.audio import read_wav
-    from talkserve.converse import converse as run
+    from talkserve.apps.converse import converse as run
+    from talkserve.voice.audio import read_wav
 
     try:
         conv = load_conversation(conversation, avatar)
@@ -98,7 +98,7 @@ def avatar_add(
     db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None,
 ) -> None:
     """Detect the face once and store the portrait, crop box and id."""
-    from talkserve.avatars import AvatarError, AvatarStore
+    from talkserve.lipsync.avatars import AvatarError, AvatarStore
 
     try:
         avatar = AvatarStore(db_path(db)).add(photo, id, replace=replace)
@@ -116,7 +116,7 @@ def avatar_import(
 ) -> None:
     """Register every portrait in a folder in one transaction (the k8s avatars Job): if one has no
     face, none is stored and the store is left as it was."""
-    from talkserve.avatars import AvatarError, AvatarStore, portraits_in
+    from talkserve.lipsync.avatars import AvatarError, AvatarStore, portraits_in
 
     try:
         avatars = AvatarStore(db_path(db)).add_many(portraits_in(folder), replace=replace)
@@ -130,7 +130,7 @@ def avatar_import(
 
 @avatar_app.command("list")
 def avatar_list(db: Annotated[Path | None, typer.Option(help="Avatar SQLite file")] = None) -> None:
-    from talkserve.avatars import AvatarStore
+    from talkserve.lipsync.avatars import AvatarStore
 
     for avatar_id, w, h, created in AvatarStore(db_path(db)).list():
         typer.echo(f"{avatar_id}\t{w}x{h}\t{created}")
@@ -147,10 +147,10 @@ def demo(
 ) -> None:
     """Build the default repository (SmolLM2, Piper, Wav2Lip), register the sample portrait, serve, ask one
     question, write the mp4 and its frame strip, stop."""
-    from talkserve.avatars import AvatarStore
+    from talkserve.apps.speak import speak
+    from talkserve.lipsync.avatars import AvatarStore
     from talkserve.playback import DEGRADED_SENTENCES
-    from talkserve.serve import Ports, Server
-    from talkserve.speak import speak
+    from talkserve.server.serve import Ports, Server
 
     start = time.monotonic()
     # this process's server and client share one admin key (the per-stage compute times are statistics)
@@ -183,8 +183,8 @@ def write_strip(result, avatar, path: Path) -> Path:
     """The first sentence's frames as a picture, mouth enlarged (media.frame_strip)."""
     import numpy as np
 
+    from talkserve.client.media import frame_strip
     from talkserve.lipsync.landmarks import mouth_box
-    from talkserve.media import frame_strip
 
     first = [c.video for c in result.chunks if c.index == result.chunks[0].index]
     return frame_strip(np.concatenate(first), avatar.box, mouth_box(avatar.landmarks, avatar.portrait.shape, 0.3),
@@ -199,7 +199,7 @@ def web(
     port: Annotated[int, typer.Option(help="Port of the page")] = 8080,
 ) -> None:
     """Show the digital human in a browser: a WebRTC gateway (type, or hold to talk; speak over it to cut in)."""
-    from talkserve.web import serve
+    from talkserve.apps.web import serve
 
     typer.echo(f"talkserve web on http://{host}:{port}/ → Triton at {url}, avatar {avatar!r}")
     serve(url, avatar, host, port)

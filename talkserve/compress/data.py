@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from talkserve.audio import read_wav
 from talkserve.spec import FACE_SIZE
+from talkserve.voice.audio import read_wav
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -44,7 +44,7 @@ def builtin_texts() -> list[str]:
 
 
 def _face_crop(rgb: np.ndarray, source: str) -> np.ndarray:
-    from talkserve.avatars import detect_face
+    from talkserve.lipsync.avatars import detect_face
 
     x1, y1, x2, y2 = detect_face(rgb, source)
     return cv2.resize(rgb[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
@@ -98,7 +98,7 @@ class DataSource:
     @cached_property
     def faces(self) -> Split:
         """96×96 RGB face crops."""
-        from talkserve.avatars import decode_image
+        from talkserve.lipsync.avatars import decode_image
         from talkserve.paths import SAMPLE_PORTRAIT
 
         files = self._files("faces", ("*.png", "*.jpg", "*.jpeg"))

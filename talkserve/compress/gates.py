@@ -93,7 +93,7 @@ def pesq_wb(reference: np.ndarray, test: np.ndarray, sr: int) -> float:
     """Wide-band PESQ at 16 kHz; NaN when PESQ finds no speech in the reference (e.g. random-init output)."""
     from pesq import PesqError, pesq
 
-    from talkserve.audio import resample
+    from talkserve.voice.audio import resample
 
     ref, deg = resample(reference, sr, 16000), resample(test, sr, 16000)
     return float(pesq(16000, ref, deg, "wb", on_error=PesqError.RETURN_VALUES)) if len(ref) else float("nan")

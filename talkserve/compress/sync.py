@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from talkserve.audio import frame_count, mel_windows, wav2lip_mel
-from talkserve.avatars import Avatar
 from talkserve.compress import gates as G
 from talkserve.lipsync import face_input
+from talkserve.lipsync.avatars import Avatar
 from talkserve.lipsync.frames import Generator, crop_face, faces_rgb, identity_pixels, match_colour, mouth_in_crop
 from talkserve.lipsync.warp import WarpConfig, WarpRig, mouth_shapes, speech_envelope
+from talkserve.voice.audio import frame_count, mel_windows, wav2lip_mel
 
 
 def wav2lip_faces(generator: Generator, avatar: Avatar, audio: np.ndarray, sr: int, fps: float = 25.0,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from talkserve.lipsync.frames import Generator
-from talkserve.turns import server_scratch
+from talkserve.runtime.turns import server_scratch
 
 
 @dataclass
@@ -164,7 +164,7 @@ class Seats:
 class InOrder:
     """Per key (a stream), sentence `index` waits until sentence `index - 1` has finished — whichever
     `lipsync` instance (stub process) drew it: a finished sentence is a marker file under `root`
-    (the server's scratch, as talkserve.turns), so order is per stream, not per instance.
+    (the server's scratch, as talkserve.runtime.turns), so order is per stream, not per instance.
 
     Markers are forgotten `forget_s` after they were written. A key of "" has no order to keep
     (requests from no stream and no conversation): those sentences run one at a time in this

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from talkserve.audio import frame_count, mel_windows, wav2lip_mel
-from talkserve.avatars import Avatar
+from talkserve.lipsync.avatars import Avatar
 from talkserve.spec import FACE_SIZE, MEL_STEP
+from talkserve.voice.audio import frame_count, mel_windows, wav2lip_mel
 
 # (mel (B,1,80,16), face (B,6,96,96)) -> (B,3,96,96) in [0, 1]
 Generator = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -19,9 +19,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from talkserve.audio import resample
 from talkserve.lipsync import landmarks as L
 from talkserve.lipsync.config import WarpConfig
+from talkserve.voice.audio import resample
 
 FEATURE_SR = 16000
 

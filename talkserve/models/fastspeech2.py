@@ -190,10 +190,10 @@ class FastSpeech2TTS:
         self.sample_rate = sample_rate
 
     def synthesize(self, text: str, style=None):
-        """`style` (talkserve.emotion.Style): pitch and energy applied to the predicted mel."""
+        """`style` (talkserve.runtime.emotion.Style): pitch and energy applied to the predicted mel."""
         import numpy as np
 
-        from talkserve.emotion import shift_mel
+        from talkserve.runtime.emotion import shift_mel
 
         ids = text_to_ids(text)
         if not ids:
@@ -210,7 +210,7 @@ Runner = Callable[[dict], list]  # feeds → outputs in the model's order
 def _onnx_runner(path: str | Path, threads: int) -> Runner:
     import onnxruntime as ort
 
-    from talkserve.cpu_sessions import session_options
+    from talkserve.runtime.cpu_sessions import session_options
 
     session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     return lambda feeds: session.run(None, feeds)

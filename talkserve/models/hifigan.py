@@ -163,7 +163,7 @@ def save_hifigan(model: Generator, path: str | Path) -> None:
 
 def mel_filterbank(h: HiFiGANConfig) -> np.ndarray:
     """Slaney-style mel filters (librosa's default, which HiFi-GAN uses)."""
-    from talkserve.audio import mel_filterbank as bank
+    from talkserve.voice.audio import mel_filterbank as bank
 
     return bank(sr=h.sampling_rate, n_fft=h.n_fft, n_mels=h.num_mels, fmin=h.fmin, fmax=h.fmax)
 

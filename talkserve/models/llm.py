@@ -1,7 +1,7 @@
 """Causal LM from a local Hugging Face directory (Llama/Qwen family) and its one-step decoder.
 
 `DecoderStep` is the unit that is exported to ONNX and served as `llm_decoder`: one forward pass
-with the KV cache as explicit tensors in and out, so a generation loop (talkserve.generate) can
+with the KV cache as explicit tensors in and out, so a generation loop (talkserve.runtime.generate) can
 drive it from anywhere — PyTorch, ONNX Runtime, or a Triton BLS call to a TensorRT engine.
 """
 

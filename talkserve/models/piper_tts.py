@@ -19,7 +19,7 @@ class PiperTTS:
         from piper.config import PiperConfig, SynthesisConfig
         from piper.voice import PiperVoice
 
-        from talkserve.cpu_sessions import session_options
+        from talkserve.runtime.cpu_sessions import session_options
 
         model, config = Path(model), Path(config)
         for p in (model, config):
@@ -37,7 +37,7 @@ class PiperTTS:
                                    noise_w_scale=noise_w_scale)
 
     def synthesize(self, text: str, style=None) -> np.ndarray:
-        """Text → mono float32 waveform in [-1, 1] at `self.sample_rate`; `style` (talkserve.emotion.Style)
+        """Text → mono float32 waveform in [-1, 1] at `self.sample_rate`; `style` (talkserve.runtime.emotion.Style)
         scales speaking rate and the VITS noise scales."""
         syn = self.syn
         if style is not None:

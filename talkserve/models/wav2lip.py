@@ -4,7 +4,7 @@ The module names match the official checkpoints (`wav2lip.pth`, `wav2lip_gan.pth
 as `{"state_dict": {"module.face_encoder_blocks.0.0.conv_block.0.weight": ..., ...}}` by
 DataParallel; `load_wav2lip` takes that file as it is.
 
-Inputs:  mel (B, 1, 80, 16)  one 0.2 s window of Wav2Lip's log-mel (see talkserve.audio)
+Inputs:  mel (B, 1, 80, 16)  one 0.2 s window of Wav2Lip's log-mel (see talkserve.voice.audio)
          face (B, 6, 96, 96) lower-half-masked face ++ reference face, RGB order as BGR, in [0, 1]
 Output:  (B, 3, 96, 96) the face with a new mouth, in [0, 1]
 """

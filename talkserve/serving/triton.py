@@ -12,8 +12,8 @@ from typing import Generic, TypeVar
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from talkserve.admission import Overloaded, Streams
-from talkserve.drain import Draining
+from talkserve.runtime.admission import Overloaded, Streams
+from talkserve.runtime.drain import Draining
 from talkserve.spec import AdmitParams, Params
 from talkserve.text import RequestError
 
@@ -85,7 +85,7 @@ class Metrics:
 
 class StreamGate:
     """Admission at a reply's entry model (`admit` for text, `asr` for voice): a slot of the
-    server's `max_streams` (talkserve.admission, shared by both through the server's scratch) or
+    server's `max_streams` (talkserve.runtime.admission, shared by both through the server's scratch) or
     Overloaded at once; counted as admitted/refused under the entry model's name."""
 
     def __init__(self, params: AdmitParams, metrics: Metrics):

@@ -1,5 +1,5 @@
 """How many replies this machine carries in real time: the build's default `serving.max_streams`
-(admission control, talkserve.admission).
+(admission control, talkserve.runtime.admission).
 
 A viewer's player starts at the first chunk and *stalls* whenever the next part lands after what it
 had has played out. The real-time capacity is the most concurrent streams with no stall and first
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talkserve import repository as repo
 from talkserve import spec
+from talkserve.server import repository as repo
 
 QUESTION = "How does this work?"  # what each stream asks (the benchmark's question)
 AVATAR = "sample"
@@ -138,10 +138,10 @@ def _pooled_p95(runs: list[dict]) -> float:
 def _served_for_calibration(root: Path, most: int):
     """`root` served with room for `most` streams and a scratch avatar store holding the sample
     portrait; every config it changed is put back byte for byte when it stops."""
-    from talkserve.avatars import AvatarStore
     from talkserve.client import TalkClient, TalkError
+    from talkserve.lipsync.avatars import AvatarStore
     from talkserve.recipe import SAMPLE_PORTRAIT
-    from talkserve.serve import Ports, Server, ServerError
+    from talkserve.server.serve import Ports, Server, ServerError
 
     changed = [root / m for m in (spec.ADMIT.name, spec.ASR.name, spec.LLM.name, spec.LIPSYNC.name)]
     saved = {d: (d / "config.pbtxt").read_bytes() for d in changed if (d / "config.pbtxt").is_file()}

@@ -6,14 +6,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from talkserve import repository as repo
 from talkserve import spec
 from talkserve.export import export_llm_decoder, export_wav2lip
 from talkserve.models.llm import hf_directory, load_llm, source_of
 from talkserve.models.wav2lip import load_wav2lip
 from talkserve.recipe import Recipe
-from talkserve.repository import BuildContext
-from talkserve.tokenizer import check_same_as_transformers
+from talkserve.runtime.tokenizer import check_same_as_transformers
+from talkserve.server import repository as repo
+from talkserve.server.repository import BuildContext
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json", "config.json")
@@ -178,7 +178,7 @@ def lipsync_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
 
 def asr_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
     """Whisper (faster-whisper directory, copied in so the repository stands alone) + silero-vad."""
-    from talkserve.asr import Transcriber, default_model_dir
+    from talkserve.voice.asr import Transcriber, default_model_dir
 
     a = recipe.asr
     src = a.model or default_model_dir()

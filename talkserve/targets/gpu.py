@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from talkserve import repository as repo
 from talkserve import spec
-from talkserve.gpus import Gpu, nvidia_gpus, plan_name, plans_in
 from talkserve.recipe import Recipe, talkserve_home
-from talkserve.repository import BuildContext
+from talkserve.server import repository as repo
+from talkserve.server.gpus import Gpu, nvidia_gpus, plan_name, plans_in
+from talkserve.server.repository import BuildContext
 from talkserve.targets.precision import to_fp16
 from talkserve.targets.profiles import EngineModel, GPUTargetError, engine_models
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from talkserve import repository as repo
 from talkserve import spec
 from talkserve.recipe import Recipe
+from talkserve.server import repository as repo
 
 
 class GPUTargetError(RuntimeError):

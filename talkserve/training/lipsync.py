@@ -69,7 +69,7 @@ class Clip:
 
 
 def training_portraits() -> list[tuple[str, np.ndarray]]:
-    from talkserve.avatars import decode_image
+    from talkserve.lipsync.avatars import decode_image
     from talkserve.recipe import SAMPLE_PORTRAIT
 
     files = [SAMPLE_PORTRAIT, *sorted(FACES.glob("*.jpg"))]
@@ -79,11 +79,11 @@ def training_portraits() -> list[tuple[str, np.ndarray]]:
 def speech_clips(cfg: LipsyncTrainConfig, wavs: list[Path]) -> list[Clip]:
     """The corpus spoken by the Piper voice (noise off: runs repeat) and any given WAVs, each with
     0.3 s of silence around it so closed mouths are learnt too."""
-    from talkserve.audio import frame_count, mel_windows, read_wav, wav2lip_mel
     from talkserve.compress.data import builtin_texts
     from talkserve.lipsync.warp import mouth_shapes
     from talkserve.models.piper_tts import PiperTTS
     from talkserve.recipe import TTSRecipe
+    from talkserve.voice.audio import frame_count, mel_windows, read_wav, wav2lip_mel
 
     tts = PiperTTS(*TTSRecipe().resolved_paths(), noise_scale=0.0, noise_w_scale=0.0)
     audio = [(tts.synthesize(t), tts.sample_rate) for t in builtin_texts()[: cfg.sentences]]
@@ -134,7 +134,7 @@ class TeacherData:
     """Batches of (mel, face input, target, loss weight) from the warp teacher."""
 
     def __init__(self, cfg: LipsyncTrainConfig, wavs: list[Path]):
-        from talkserve.avatars import prepare_portrait
+        from talkserve.lipsync.avatars import prepare_portrait
 
         self.cfg = cfg
         self.clips = speech_clips(cfg, wavs)
@@ -211,8 +211,8 @@ class VideoData:
     """Batches from a talking video: target = the frame's face, reference = another frame's."""
 
     def __init__(self, cfg: LipsyncTrainConfig, path: Path):
-        from talkserve.audio import mel_windows, wav2lip_mel
-        from talkserve.avatars import AvatarError, detect_face
+        from talkserve.lipsync.avatars import AvatarError, detect_face
+        from talkserve.voice.audio import mel_windows, wav2lip_mel
 
         self.cfg = cfg
         frames, audio, sr, fps = read_video(path)

@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 from torch import nn
 from tqdm import tqdm
 
-from talkserve.audio import resample
 from talkserve.compress.distill import vocoder_loss
 from talkserve.models.hifigan import mel
+from talkserve.voice.audio import resample
 
 
 class FitConfig(BaseModel):

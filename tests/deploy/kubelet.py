@@ -113,7 +113,7 @@ def plan_pod(pod: dict, claims: dict[str, str], configmaps: dict[str, dict], sec
 
 def tritonserver_image_part() -> dict:
     """What the NGC image adds: tritonserver on PATH, its backends, the environment its stub needs."""
-    from talkserve.serve import pytriton_root, server_env
+    from talkserve.server.serve import pytriton_root, server_env
 
     env = server_env()
     keep = {k: env[k] for k in ("LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH", "PYTHONUTF8") if k in env}
@@ -174,7 +174,7 @@ class Pod:
         r = self.root
         os.chmod(r / "root", 0o711)  # python lives under /root/.pyenv here; the image has it in /usr
         triton = self.plan["tritonserver"]
-        from talkserve.serve import backend_dir
+        from talkserve.server.serve import backend_dir
 
         backends = "/" + str(backend_dir(r / "opt" / "tritonserver").relative_to(r))  # as the container sees it
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in triton["env"].items())

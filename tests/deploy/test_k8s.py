@@ -97,7 +97,7 @@ def flag(args: list[str], name: str) -> str:
 
 
 def test_deployment_keeps_the_ops_promises(rendered):
-    from talkserve.serve import ADMIN_APIS, ADMIN_HEADER, SERVING_ENV, memory_flags, secure_flags
+    from talkserve.server.serve import ADMIN_APIS, ADMIN_HEADER, SERVING_ENV, memory_flags, secure_flags
 
     overlay, docs = rendered
     pod, c = container(docs)
@@ -116,7 +116,7 @@ def test_deployment_keeps_the_ops_promises(rendered):
     for probe in (ready, live):  # the check's own budget, python start-up on top, fits the kubelet's timeout
         command = probe["exec"]["command"]
         assert float(command[command.index("--timeout") + 1]) + 1.5 <= probe["timeoutSeconds"]
-    # secure deployment: Triton's flags as the embedded server's (one source: talkserve.serve)
+    # secure deployment: Triton's flags as the embedded server's (one source: talkserve.server.serve)
     exit_timeout = int(flag(c["args"], "exit-timeout-secs"))
     assert set(secure_flags(exit_timeout)) <= set(c["args"])
     for option in ("grpc-restricted-protocol", "http-restricted-api"):
@@ -280,7 +280,7 @@ def test_dockerfiles_are_hadolint_clean_and_run_as_non_root(name, base_image):
 
 
 def test_talkserve_up_runs_the_image_like_the_deployment(tmp_path):
-    from talkserve.up import container_spec
+    from talkserve.apps.up import container_spec
 
     (tmp_path / "current").mkdir()
     spec = container_spec(tmp_path, tmp_path / "home" / "avatars.db", gpu=True)

@@ -22,9 +22,9 @@ import tritonclient.grpc as grpcclient
 from helpers import LONG_QUESTION, Collector, metric
 from test_k8s import by_kind, render, workload
 
-from talkserve import drain
 from talkserve.client import NO_RETRY, TalkClient, TalkError
-from talkserve.serve import Ports, Server
+from talkserve.runtime import drain
+from talkserve.server.serve import Ports, Server
 
 pytestmark = pytest.mark.server
 

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.gpu
 
 def test_engines_build_validate_against_onnxruntime_and_configure(built, tmp_path):
     pytest.importorskip("tensorrt")
-    from talkserve.gpus import plan_name
-    from talkserve.repository import BuildContext
+    from talkserve.server.gpus import plan_name
+    from talkserve.server.repository import BuildContext
     from talkserve.targets.gpu import engines_step, require_gpu_build
 
     recipe, current = built

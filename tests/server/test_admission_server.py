@@ -17,7 +17,7 @@ from talkserve.client import NO_RETRY, RetryPolicy, TalkClient, TalkError
 def full_server(built, tmp_path_factory):
     """The suite's build with `serving.max_streams: 1` (set in both entry models' configs, as a build
     writes it)."""
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     _, current = built
     limit = {"max_streams": 1, "stream_lease_seconds": 60}

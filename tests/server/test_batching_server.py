@@ -22,7 +22,7 @@ INSTANCES = 2
 def wav2lip_only(built, tmp_path_factory):
     """The suite's build with two lipsync instances and degradation off, so every part is Wav2Lip's
     (and goes through a batcher)."""
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     _, current = built
     root = edited_copy(current, tmp_path_factory.mktemp("batching"), instances={"lipsync": INSTANCES},
@@ -44,8 +44,8 @@ def sentences_by_instance(server) -> list[float]:
 def test_concurrent_streams_share_generator_calls_and_each_gets_its_own_reply_in_order(built, wav2lip_only):
     import onnxruntime as ort
 
-    from talkserve.avatars import AvatarStore
     from talkserve.lipsync import animate, frames_within
+    from talkserve.lipsync.avatars import AvatarStore
 
     recipe, _ = built
     server = wav2lip_only

@@ -54,7 +54,7 @@ def test_bad_input_is_never_retried(url):
 
 @pytest.mark.server
 def test_a_server_that_comes_up_late_is_reached_by_retries(built, tmp_path):
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     _, current = built
     ports = Ports.free()
@@ -72,7 +72,7 @@ def test_a_server_that_comes_up_late_is_reached_by_retries(built, tmp_path):
 
 @pytest.mark.server
 def test_a_stream_that_started_is_never_retried(built, tmp_path):
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     _, current = built
     server = Server(current, Ports.free(), log=tmp_path / "triton.log").start()

@@ -10,18 +10,18 @@ import numpy as np
 import onnx
 import pytest
 
-from talkserve.avatars import AvatarStore
+from talkserve.apps.speak import speak
 from talkserve.compress.data import builtin_texts
 from talkserve.compress.presets import preset
+from talkserve.lipsync.avatars import AvatarStore
 from talkserve.recipe import SAMPLE_PORTRAIT, Recipe
-from talkserve.speak import speak
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory):
-    from talkserve.repository import build
+    from talkserve.server.repository import build
     from talkserve.targets.cpu import STEPS
 
     root = tmp_path_factory.mktemp("pruned30")
@@ -43,7 +43,7 @@ def compressed(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compressed_url(compressed):
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     log = Path(compressed).parent.parent / "tritonserver.log"
     srv = Server(compressed, Ports.free(), log=log).start()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers import LONG_QUESTION, edited_copy, metric
 
-from talkserve.avatars import AvatarStore
 from talkserve.client import TalkClient
+from talkserve.lipsync.avatars import AvatarStore
 from talkserve.lipsync.warp import WarpConfig, WarpRig, mouth_shapes
 
 
@@ -16,7 +16,7 @@ from talkserve.lipsync.warp import WarpConfig, WarpRig, mouth_shapes
 def eager_to_degrade(built, tmp_path_factory):
     """The suite's build with `lipsync.degrade.margin_s` so large that every part Wav2Lip would draw,
     once the reply has started and the generator's pace is known, is predicted to stall."""
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     _, current = built
     root = edited_copy(current, tmp_path_factory.mktemp("degrade"),

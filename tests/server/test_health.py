@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import start_serve, triton_under
 
-from talkserve.drain import clear, start
-from talkserve.health import live_stubs, liveness_problems, problems, processes, python_instances
-from talkserve.turns import remove_stale_scratch, scratch_base
+from talkserve.runtime.drain import clear, start
+from talkserve.runtime.turns import remove_stale_scratch, scratch_base
+from talkserve.server.health import live_stubs, liveness_problems, problems, processes, python_instances
 
 pytestmark = pytest.mark.server
 
@@ -28,7 +28,7 @@ def test_expected_instances_follow_the_configs(built):
 
 
 def test_probe_fails_when_a_stub_dies_though_triton_still_says_ready(built, tmp_path):
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     _, current = built
     server = Server(current, Ports.free(), log=tmp_path / "triton.log").start()
@@ -76,7 +76,7 @@ def test_scratch_of_servers_that_are_gone_is_removed_and_a_live_ones_kept(tmp_pa
 
 def test_serve_restarts_the_server_when_a_stub_dies(built, tmp_path):
     from talkserve.client import TalkClient
-    from talkserve.serve import Ports, is_ready
+    from talkserve.server.serve import Ports, is_ready
 
     _, current = built
     ports = Ports.free()

@@ -15,7 +15,7 @@ UNREAD, TIMEOUT = 2, 4.0
 
 @pytest.fixture(scope="module")
 def receipts_server(built, tmp_path_factory):
-    from talkserve.serve import Ports, Server
+    from talkserve.server.serve import Ports, Server
 
     _, current = built
     root = edited_copy(current, tmp_path_factory.mktemp("receipts"),
@@ -75,7 +75,7 @@ def test_receipts_flooding_a_reply_stream_get_no_answers_and_the_reply_arrives_w
     import tritonclient.grpc as grpcclient
 
     from talkserve.client import OUTPUTS, RECEIPT
-    from talkserve.inputs import request_inputs
+    from talkserve.client.inputs import request_inputs
 
     url = f"127.0.0.1:{receipts_server.ports.grpc}"
     got: queue.Queue = queue.Queue()

@@ -178,9 +178,9 @@ def test_sigterm_lets_replies_in_flight_finish_and_refuses_new_ones(built):
     a new request gets UNAVAILABLE (which clients retry elsewhere), the readiness probe fails, and the
     process exits 0 within the exit timeout. Triton 2.51's own SIGTERM would cut the stream."""
     from talkserve.client import NO_RETRY
-    from talkserve.drain import is_draining
-    from talkserve.health import problems
-    from talkserve.serve import Ports
+    from talkserve.runtime.drain import is_draining
+    from talkserve.server.health import problems
+    from talkserve.server.serve import Ports
 
     _, current = built
     ports, exit_timeout = Ports.free(), 30

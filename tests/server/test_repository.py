@@ -6,10 +6,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from talkserve import repository as repo
 from talkserve import spec
 from talkserve.recipe import Recipe, RecipeError, load_recipe
-from talkserve.repository import build
+from talkserve.server import repository as repo
+from talkserve.server.repository import build
 from talkserve.spec import AdmitParams
 
 RECIPES = Path(__file__).resolve().parents[2] / "build" / "recipes"

@@ -12,10 +12,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from helpers import metric
 
-from talkserve.avatars import AvatarStore
+from talkserve.apps.speak import concat_audio, speak
 from talkserve.client import TalkClient, TalkError, stream_error_status
-from talkserve.media import probe
-from talkserve.speak import concat_audio, speak
+from talkserve.client.media import probe
+from talkserve.lipsync.avatars import AvatarStore
 
 pytestmark = pytest.mark.server
 
@@ -231,8 +231,8 @@ def test_cli_say_writes_mp4(server, url, tmp_path):
 def test_a_conversation_follows_up_on_its_history_and_its_turns_hit_the_prefix_cache(server, url, built):
     """Three turns over the real server with the build's `llm` instances (more than one, so the
     turns land on different stub processes): each follow-up reuses the earlier turns' KV."""
-    from talkserve import repository as repo
     from talkserve.models.corpus import FOLLOW_UPS
+    from talkserve.server import repository as repo
 
     assert repo.read_config(built[1] / "llm").instance_group[0].count > 1
 
@@ -303,7 +303,7 @@ def test_the_embedded_server_listens_on_loopback_with_admin_endpoints_closed(ser
 
 
 def test_h264_parts_carry_exactly_their_audio_s_frames_in_far_fewer_bytes(server, url, tmp_path):
-    from talkserve.speak import speak
+    from talkserve.apps.speak import speak
 
     before = metric(server, "talkserve_lipsync_h264_bytes_total")
     with TalkClient(url) as client:

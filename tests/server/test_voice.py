@@ -11,15 +11,15 @@ import pytest
 import tritonclient.grpc as grpcclient
 from helpers import LONG_QUESTION, Collector, metric, wait_idle
 
-from talkserve.audio import write_wav
-from talkserve.avatars import AvatarStore
+from talkserve.apps.speak import concat_audio, speak
 from talkserve.client import TalkClient, TalkError
+from talkserve.client.media import probe
 from talkserve.compress.gates import word_error_rate
-from talkserve.emotion import STYLES
-from talkserve.media import probe
+from talkserve.lipsync.avatars import AvatarStore
 from talkserve.models.piper_tts import PiperTTS
 from talkserve.recipe import TTSRecipe
-from talkserve.speak import concat_audio, speak
+from talkserve.runtime.emotion import STYLES
+from talkserve.voice.audio import write_wav
 
 pytestmark = pytest.mark.server
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from helpers import metric
 
-from talkserve.avatars import AvatarStore
+from talkserve.apps.speak import speak
+from talkserve.lipsync.avatars import AvatarStore
 from talkserve.lipsync.warp import WarpRig
 from talkserve.recipe import SAMPLE_PORTRAIT, Recipe
-from talkserve.speak import speak
 from talkserve.spec import AdmitParams
 
 pytestmark = pytest.mark.server
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def warp_server(tmp_path_factory):
-    from talkserve.repository import build
-    from talkserve.serve import Ports, Server
+    from talkserve.server.repository import build
+    from talkserve.server.serve import Ports, Server
     from talkserve.targets.cpu import STEPS
 
     root = tmp_path_factory.mktemp("warp")
@@ -44,7 +44,7 @@ def test_warp_build_serves_without_a_generator(warp_server):
 
 
 def test_the_build_measures_its_stream_limit_by_serving_what_it_built(warp_server):
-    from talkserve import repository as repo
+    from talkserve.server import repository as repo
     from talkserve.spec import PARAMS_OF
     from talkserve.targets.calibrate import count_holds
 

@@ -20,7 +20,6 @@ from helpers import (
     wait_streams_free,
 )
 
-
 QUESTION = "Tell me about the weather today."
 
 

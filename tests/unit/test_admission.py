@@ -1,4 +1,4 @@
-"""Admission control's stream leases (talkserve.admission), shared by stub processes."""
+"""Admission control's stream leases (talkserve.runtime.admission), shared by stub processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from talkserve.admission import NO_STREAM, Overloaded, Streams
+from talkserve.runtime.admission import NO_STREAM, Overloaded, Streams
 
 
 def test_admits_up_to_the_limit_and_names_it_when_full(tmp_path):

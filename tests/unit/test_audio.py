@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkserve.audio import MEL_FPS, frame_count, mel_windows, pad_to_frames, resample, wav2lip_mel
+from talkserve.voice.audio import MEL_FPS, frame_count, mel_windows, pad_to_frames, resample, wav2lip_mel
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "wav2lip_mel_reference.npz"
 

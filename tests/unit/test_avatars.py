@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from talkserve.avatars import AvatarError, AvatarStore, portraits_in
+from talkserve.lipsync.avatars import AvatarError, AvatarStore, portraits_in
 from talkserve.recipe import SAMPLE_PORTRAIT
 
 
@@ -151,7 +151,7 @@ def test_the_serving_side_reads_a_store_on_a_read_only_mount(tmp_path):
     AvatarStore(folder / "avatars.db").add(SAMPLE_PORTRAIT, "sample")
     before = sorted(p.name for p in folder.iterdir())
     code = f"""
-from talkserve.avatars import AvatarStore, AvatarError
+from talkserve.lipsync.avatars import AvatarStore, AvatarError
 store = AvatarStore({str(folder / "avatars.db")!r}, read_only=True)
 assert store.exists("sample") and not store.exists("nobody")
 assert store.get("sample").landmarks.shape == (68, 2)
@@ -174,7 +174,7 @@ def test_a_store_made_in_wal_mode_is_converted_by_its_next_writer(tmp_path):
     con = sqlite3.connect(db)
     con.execute("PRAGMA journal_mode=WAL")  # how the previous release made stores
     con.close()
-    code = f"from talkserve.avatars import AvatarStore; AvatarStore({str(db)!r}, read_only=True).get('sample')"
+    code = f"from talkserve.lipsync.avatars import AvatarStore; AvatarStore({str(db)!r}, read_only=True).get('sample')"
     run = _read_only_mount(tmp_path, code)
     assert run.returncode != 0 and "WAL mode" in run.stderr and "talkserve avatar list" in run.stderr
     assert [a[0] for a in AvatarStore(db).list()] == ["sample"]  # a writer converts it

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from talkserve.recipe import Recipe
-from talkserve.repository import BuildContext
+from talkserve.server.repository import BuildContext
 from talkserve.targets.calibrate import count_holds, meets_real_time, step_streams
 from talkserve.targets.cpu import check_inputs
 
@@ -86,8 +86,8 @@ def test_a_gpu_build_without_a_stream_limit_fails_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("max_streams, loops, expected", [(None, None, 5), (3, None, 4), (3, 2, 2)])
 def test_generation_loops_follow_the_stream_limit_unless_the_recipe_sets_them(tmp_path, max_streams, loops, expected):
-    from talkserve import repository as repo
     from talkserve import spec
+    from talkserve.server import repository as repo
     from talkserve.targets.cpu import capacity_step
 
     repo.write_python_model(tmp_path, spec.LLM, spec.LLMParams(  # as llm_step writes it

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from talkserve.client import Chunk
-from talkserve.conversation import Conversation
+from talkserve.client.conversation import Conversation
 from talkserve.export import ort_decoder
-from talkserve.generate import generate_tokens, prompt_ids, stream_sentences
-from talkserve.prefix_cache import PrefixCache
+from talkserve.runtime.generate import generate_tokens, prompt_ids, stream_sentences
+from talkserve.runtime.prefix_cache import PrefixCache
 from talkserve.text import RequestError, decode_history
 
 WHO = [{"role": "user", "content": "Who are you?"},

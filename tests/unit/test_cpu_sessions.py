@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from talkserve.cpu_sessions import ArenaRelease, session_options
+from talkserve.runtime.cpu_sessions import ArenaRelease, session_options
 
 WIDE = 8192  # x [N, 256] @ w [256, WIDE]: a 128 MB intermediate at N = 4096
 

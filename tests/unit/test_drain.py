@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from talkserve.drain import busy, clear, is_draining, start, wait_idle
+from talkserve.runtime.drain import busy, clear, is_draining, start, wait_idle
 
 METRICS = """# HELP nv_inference_pending_request_count Pending requests
 nv_inference_pending_request_count{model="tts",version="1"} 2

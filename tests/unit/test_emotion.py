@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkserve.asr import check_audio
-from talkserve.audio import read_wav, write_wav
-from talkserve.emotion import STYLES, grade_frames, parse_emotion, shift_mel
+from talkserve.runtime.emotion import STYLES, grade_frames, parse_emotion, shift_mel
+from talkserve.runtime.turns import Turns
 from talkserve.text import RequestError
-from talkserve.turns import Turns
+from talkserve.voice.asr import check_audio
+from talkserve.voice.audio import read_wav, write_wav
 
 
 def test_parse_emotion_defaults_and_rejects():
@@ -73,8 +73,8 @@ def test_wav_round_trip(tmp_path):
 def test_system_prompt_goes_where_the_template_has_a_system_role():
     from transformers import AutoTokenizer
 
-    from talkserve.generate import has_system_role, prompt_ids
     from talkserve.recipe import STARTER_LLM
+    from talkserve.runtime.generate import has_system_role, prompt_ids
 
     tok = AutoTokenizer.from_pretrained(STARTER_LLM)
     assert not has_system_role(tok)  # the starter was trained without one: its prompt stays as trained

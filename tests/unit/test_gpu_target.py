@@ -15,8 +15,8 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from talkserve.gpus import Gpu, check_plans, node_problems, nvidia_gpus, plans_in
 from talkserve.recipe import Recipe
+from talkserve.server.gpus import Gpu, check_plans, node_problems, nvidia_gpus, plans_in
 from talkserve.targets.gpu import require_gpu_build, tensorrt_config, tensorrt_version
 from talkserve.targets.precision import to_fp16
 from talkserve.targets.profiles import GPUTargetError, engine_models, tts_engines
@@ -141,7 +141,7 @@ def test_a_node_with_no_plan_of_its_own_gets_a_clear_error(tmp_path):
 
 
 def test_the_embedded_server_refuses_a_repository_of_engines(tmp_path):
-    from talkserve.serve import Server, ServerError
+    from talkserve.server.serve import Server, ServerError
 
     repo = fake_engine_repository(tmp_path, {"8.6": "model_sm86.plan"}, ["model_sm86.plan"])
     with pytest.raises(ServerError, match="TensorRT engines"):
@@ -199,7 +199,7 @@ def test_adding_an_architecture_republishes_the_current_build_atomically(built, 
     import json
     import shutil
 
-    from talkserve.repository import build
+    from talkserve.server.repository import build
     from talkserve.targets.gpu import copy_current
 
     recipe, current = built

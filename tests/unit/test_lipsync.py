@@ -3,8 +3,8 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from talkserve.avatars import Avatar
 from talkserve.lipsync import animate, animate_warp, face_input, frames_within, part_sizes, paste_back, paste_mask
+from talkserve.lipsync.avatars import Avatar
 from talkserve.lipsync.warp import WarpRig, mouth_shapes, speech_envelope
 from talkserve.recipe import SAMPLE_PORTRAIT
 
@@ -12,7 +12,7 @@ from talkserve.recipe import SAMPLE_PORTRAIT
 @lru_cache(maxsize=1)
 def sample_face() -> tuple[np.ndarray, tuple, np.ndarray]:
     """The sample portrait, its face box and landmarks (the real detectors)."""
-    from talkserve.avatars import decode_image, prepare_portrait
+    from talkserve.lipsync.avatars import decode_image, prepare_portrait
 
     rgb = decode_image(SAMPLE_PORTRAIT.read_bytes())
     box, lm = prepare_portrait(rgb)

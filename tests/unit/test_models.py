@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from talkserve.export import export_llm_decoder
-from talkserve.generate import stream_sentences
 from talkserve.models.llm import check_model_dir, load_llm
 from talkserve.models.wav2lip import Wav2Lip, load_wav2lip, wav2lip_state_dict
 from talkserve.recipe import STARTER_LLM
+from talkserve.runtime.generate import stream_sentences
 from talkserve.spec import KVLayout
 
 
@@ -112,7 +112,7 @@ def test_generation_with_kv_cache_matches_full_recompute(starter_step):
     with torch.no_grad():
         for _ in range(12):
             full.append(int(model(torch.tensor([full])).logits[0, -1].argmax()))
-    from talkserve.generate import generate_tokens
+    from talkserve.runtime.generate import generate_tokens
 
     cached = list(generate_tokens(step, layout, ids, 12, eos_ids=set()))
     assert cached == full[len(ids):]

@@ -10,7 +10,7 @@ from talkserve.playback import Playback, affordable_frames, falls_behind_at_star
 
 @pytest.fixture(scope="module")
 def sample_avatar():
-    from talkserve.avatars import Avatar, decode_image, prepare_portrait
+    from talkserve.lipsync.avatars import Avatar, decode_image, prepare_portrait
     from talkserve.recipe import SAMPLE_PORTRAIT
 
     rgb = decode_image(SAMPLE_PORTRAIT.read_bytes())

@@ -1,4 +1,4 @@
-"""Read receipts (talkserve.receipts): the window a flow's reader keeps, and giving a silent one up."""
+"""Read receipts (talkserve.runtime.receipts): the window a flow's reader keeps, and giving a silent one up."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from talkserve.receipts import ReaderGone, Receipts
+from talkserve.runtime.receipts import ReaderGone, Receipts
 
 
 def test_receipts_keep_the_most_parts_acknowledged(tmp_path):

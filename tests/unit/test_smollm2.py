@@ -33,8 +33,8 @@ def test_the_gguf_converts_once_keyed_by_its_hash_and_the_manifest_can_say_which
 
 
 def test_its_chat_template_renders_as_transformers_renders_it(smollm2):
-    from talkserve.generate import prompt_ids
-    from talkserve.tokenizer import ChatTokenizer, check_same_as_transformers
+    from talkserve.runtime.generate import prompt_ids
+    from talkserve.runtime.tokenizer import ChatTokenizer, check_same_as_transformers
 
     _, directory = smollm2
     check_same_as_transformers(directory)  # the build's check: the stub's ids are transformers' ids
@@ -58,7 +58,7 @@ def test_a_pruned_gqa_smollm2_reloads_by_shape_and_runs_through_the_served_decod
     from talkserve.compress.prune import prune_llm
     from talkserve.compress.tasks.llm import onnx_layout
     from talkserve.export import export_llm_decoder
-    from talkserve.generate import generate_tokens, prompt_ids
+    from talkserve.runtime.generate import generate_tokens, prompt_ids
 
     _, directory = smollm2
     model, tok = load_llm(directory)

@@ -8,7 +8,7 @@ import pytest
 
 def test_params_round_trip_and_a_stale_config_names_the_fix():
     from talkserve import spec
-    from talkserve.repository import model_config
+    from talkserve.server.repository import model_config
 
     params = spec.AdmitParams(max_streams=3, stream_lease_seconds=60.0)
     cfg = model_config(spec.ADMIT, params)
@@ -40,8 +40,8 @@ def test_kv_feeds_are_one_decoder_step():
 
 
 def test_the_recipe_sets_how_many_lipsync_instances_draw(tmp_path):
-    from talkserve import repository as repo
     from talkserve.recipe import Recipe
+    from talkserve.server import repository as repo
     from talkserve.targets.cpu import lipsync_step
 
     recipe = Recipe()

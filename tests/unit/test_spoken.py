@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkserve.generate import Shaping, stream_reply
+from talkserve.runtime.generate import Shaping, stream_reply
+from talkserve.runtime.spoken import clean_for_speech
 from talkserve.spec import KVLayout
-from talkserve.spoken import clean_for_speech
 
 
 @pytest.mark.parametrize(("raw", "spoken", "reason"), [
@@ -87,7 +87,7 @@ def test_a_reply_stops_at_its_sentence_limit_and_never_repeats_a_sentence(tok):
 
 
 def test_the_repetition_penalty_lowers_used_tokens_only():
-    from talkserve.generate import penalise
+    from talkserve.runtime.generate import penalise
 
     logits = np.array([2.0, -1.0, 1.5, 0.5], np.float32)
     out = penalise(logits, [0, 1, 0], 2.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from talkserve.generate import prompt_ids
 from talkserve.recipe import STARTER_LLM
-from talkserve.tokenizer import ChatTokenizer, TokenizerError, check_same_as_transformers
+from talkserve.runtime.generate import prompt_ids
+from talkserve.runtime.tokenizer import ChatTokenizer, TokenizerError, check_same_as_transformers
 
 CHATML = ("{% for message in messages %}{% if message['role'] not in ['system', 'user', 'assistant'] %}"
           "{{ raise_exception('unknown role ' + message['role']) }}{% endif %}"

@@ -62,9 +62,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 def talking_clip(path, seconds: float = 2.0):
     """A synthetic presenter: the sample portrait's warp mouth driven by Piper speech, as H.264 + AAC."""
-    from talkserve.avatars import decode_image, prepare_portrait
+    from talkserve.client.media import Mp4Writer
+    from talkserve.lipsync.avatars import decode_image, prepare_portrait
     from talkserve.lipsync.warp import WarpRig, mouth_shapes
-    from talkserve.media import Mp4Writer
     from talkserve.models.piper_tts import PiperTTS
     from talkserve.recipe import SAMPLE_PORTRAIT, TTSRecipe
 

@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 
+from talkserve.apps.web import negotiated_h264
+from talkserve.apps.web.playout import AUDIO_FRAME, RATE, Playout
 from talkserve.video_codec import H264Encoder
-from talkserve.web import negotiated_h264
-from talkserve.web.playout import AUDIO_FRAME, RATE, Playout
 
 
 def part(frames: int, seconds: float, rate: int = 22050) -> tuple[np.ndarray, int, bytes]:

@@ -63,7 +63,7 @@ def teacher_replies(teacher: nn.Module, tokenizer, prompts: list[str], max_new_t
                     batch: int = 16) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, the teacher's greedy reply ids ending in eos where it ended) per prompt, batched
     with left padding. The student learns the teacher's own answers (CE) beside its distribution (KL)."""
-    from talkserve.generate import prompt_ids
+    from talkserve.runtime.generate import prompt_ids
 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -83,8 +83,8 @@ def teacher_replies(teacher: nn.Module, tokenizer, prompts: list[str], max_new_t
 
 def corpus_replies(tokenizer) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, reply ids + eos) of the starter corpus's pairs, question variants included."""
-    from talkserve.generate import prompt_ids
     from talkserve.models.corpus import pairs
+    from talkserve.runtime.generate import prompt_ids
 
     return [(prompt_ids(tokenizer, q), [*tokenizer.encode(a, add_special_tokens=False), tokenizer.eos_token_id])
             for q, a in dict.fromkeys(pairs())]

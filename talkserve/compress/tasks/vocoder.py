@@ -23,8 +23,8 @@ class VocoderTask(Task):
         self.h = teacher.h
 
     def _mel(self, audio: np.ndarray, sr: int) -> np.ndarray:
-        from talkserve.audio import resample
         from talkserve.models.hifigan import mel
+        from talkserve.voice.audio import resample
 
         return mel(resample(audio, sr, self.h.sampling_rate), self.h)[None]  # (1, 80, T)
 

@@ -24,8 +24,8 @@ class Wav2LipTask(Task):
         self.teacher = teacher.eval()
 
     def _examples(self, speech: list, faces: list) -> list[tuple[np.ndarray, np.ndarray]]:
-        from talkserve.audio import mel_windows, wav2lip_mel
         from talkserve.lipsync import face_input
+        from talkserve.voice.audio import mel_windows, wav2lip_mel
 
         out = []
         for i, (audio, sr) in enumerate(speech):
@@ -36,8 +36,8 @@ class Wav2LipTask(Task):
 
     def _sentences(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every frame of the first held-out sentences, on the first held-out face."""
-        from talkserve.audio import frame_count, mel_windows, wav2lip_mel
         from talkserve.lipsync import face_input
+        from talkserve.voice.audio import frame_count, mel_windows, wav2lip_mel
 
         out = []
         for audio, sr in self.data.speech.held_out[: self.sync_sentences]:

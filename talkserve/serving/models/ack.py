@@ -1,5 +1,5 @@
 """Triton python model `ack` (decoupled, answers nothing): a client's read receipt — it has taken
-`parts` parts of the reply it streams under the flow `receipts` (talkserve.receipts). `lipsync`
+`parts` parts of the reply it streams under the flow `receipts` (talkserve.runtime.receipts). `lipsync`
 computes that flow's next part only while fewer than its window are unread, so a reader that stops
 reading holds a bounded amount.
 
@@ -11,7 +11,7 @@ which the gRPC frontend does not write unless the client asked for empty final r
 receipt is counted and dropped (the next one makes up for a lost one).
 """
 
-from talkserve.receipts import Receipts
+from talkserve.runtime.receipts import Receipts
 from talkserve.serving.triton import FINAL, Metrics, ModelArgs, optional_input, scalar_bytes
 from talkserve.spec import NoParams
 from talkserve.text import RequestError, decode_text

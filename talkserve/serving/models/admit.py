@@ -1,12 +1,12 @@
 """Triton python model `admit`: talking_head's first step. A new reply takes one of the server's
-`max_streams` slots (talkserve.admission) or is refused at once — while draining with UNAVAILABLE,
+`max_streams` slots (talkserve.runtime.admission) or is refused at once — while draining with UNAVAILABLE,
 when full with the stream-limit message (clients: RESOURCE_EXHAUSTED) — so admitted replies keep
 their pace instead of every reply getting late. Its `stream` id travels with the reply; `lipsync`
 ends the stream when the last sentence is drawn."""
 
 import threading
 
-from talkserve.drain import refuse_if_draining
+from talkserve.runtime.drain import refuse_if_draining
 from talkserve.serving.triton import Metrics, ModelArgs, StreamGate, run_each, string_tensor
 from talkserve.spec import AdmitParams
 

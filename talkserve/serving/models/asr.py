@@ -1,6 +1,6 @@
 """Triton python model `asr`: an utterance's PCM → the recognised text (silero-vad + Whisper).
 
-talking_head_voice's entry: a reply first takes a stream slot (talkserve.admission, the limit admit
+talking_head_voice's entry: a reply first takes a stream slot (talkserve.runtime.admission, the limit admit
 has) or is refused at once, before any recognition. Bad audio (empty, NaN, too long, unsupported
 rate, no speech) is INVALID_ARGUMENT naming the field, and gives its slot back; `started_at` starts
 the request clock that lipsync's time-to-first-chunk metric reads.
@@ -11,11 +11,11 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from talkserve.asr import Transcriber, VoiceActivity, check_audio
-from talkserve.drain import refuse_if_draining
+from talkserve.runtime.drain import refuse_if_draining
 from talkserve.serving.triton import Metrics, ModelArgs, StreamGate, optional_input, run_each, string_tensor
 from talkserve.spec import AsrParams
 from talkserve.text import RequestError
+from talkserve.voice.asr import Transcriber, VoiceActivity, check_audio
 
 
 class TritonPythonModel:

@@ -1,16 +1,16 @@
 """Triton python model `cancel`: stop a reply — the one a conversation has streaming (barge-in
-without a new utterance), or the one streamed under a flow whose reader left (talkserve.receipts).
-The llm loop, tts and lipsync see a cancelled turn at their next check (talkserve.turns); lipsync
+without a new utterance), or the one streamed under a flow whose reader left (talkserve.runtime.receipts).
+The llm loop, tts and lipsync see a cancelled turn at their next check (talkserve.runtime.turns); lipsync
 sees a reader gone before it computes the flow's next part."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from talkserve.receipts import Receipts
+from talkserve.runtime.receipts import Receipts
+from talkserve.runtime.turns import Turns
 from talkserve.serving.triton import Metrics, ModelArgs, optional_input, run_each, scalar_bytes
 from talkserve.spec import NoParams
 from talkserve.text import RequestError, decode_text
-from talkserve.turns import Turns
 
 
 class TritonPythonModel:

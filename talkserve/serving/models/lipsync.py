@@ -31,15 +31,16 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from talkserve.admission import NO_STREAM, Streams
-from talkserve.avatars import AvatarError, AvatarStore
-from talkserve.emotion import grade_frames, parse_emotion, style
 from talkserve.lipsync import animate, animate_degrading, animate_warp, frames_within
+from talkserve.lipsync.avatars import AvatarError, AvatarStore
 from talkserve.lipsync.batching import Batcher, InOrder, Seats
 from talkserve.lipsync.warp import WarpRig
 from talkserve.paths import avatar_db
 from talkserve.playback import DEGRADED_SENTENCES, Playback, affordable_frames, falls_behind_at_start, would_stall
-from talkserve.receipts import ReaderGone, Receipts
+from talkserve.runtime.admission import NO_STREAM, Streams
+from talkserve.runtime.emotion import grade_frames, parse_emotion, style
+from talkserve.runtime.receipts import ReaderGone, Receipts
+from talkserve.runtime.turns import NO_TURN, Turns
 from talkserve.serving.triton import (
     Metrics,
     ModelArgs,
@@ -51,7 +52,6 @@ from talkserve.serving.triton import (
 )
 from talkserve.spec import LipsyncParams
 from talkserve.text import RequestError
-from talkserve.turns import NO_TURN, Turns
 from talkserve.video_codec import H264, H264Encoder
 
 NO_BYTES = np.zeros((0,), np.uint8)

@@ -10,19 +10,19 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from talkserve.admission import NO_STREAM, Streams
-from talkserve.avatars import AvatarStore
-from talkserve.emotion import parse_emotion, style
-from talkserve.generate import Shaping, prompt_ids, stream_reply
+from talkserve.lipsync.avatars import AvatarStore
 from talkserve.paths import avatar_db
-from talkserve.prefix_cache import PrefixCache
-from talkserve.receipts import Receipts
+from talkserve.runtime.admission import NO_STREAM, Streams
+from talkserve.runtime.emotion import parse_emotion, style
+from talkserve.runtime.generate import Shaping, prompt_ids, stream_reply
+from talkserve.runtime.prefix_cache import PrefixCache
+from talkserve.runtime.receipts import Receipts
+from talkserve.runtime.spoken import REASONS, clean_for_speech
+from talkserve.runtime.tokenizer import ChatTokenizer
+from talkserve.runtime.turns import Turns, server_scratch
 from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, bls, optional_input, scalar_bytes, stream_each
 from talkserve.spec import LLMParams
-from talkserve.spoken import REASONS, clean_for_speech
 from talkserve.text import RequestError, decode_history, decode_text
-from talkserve.tokenizer import ChatTokenizer
-from talkserve.turns import Turns, server_scratch
 from talkserve.video_codec import parse_codec
 
 

@@ -8,7 +8,7 @@ callers' BLS code does not change.
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from talkserve.cpu_sessions import ArenaRelease, session_options
+from talkserve.runtime.cpu_sessions import ArenaRelease, session_options
 from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, run_each
 from talkserve.spec import OnnxParams
 

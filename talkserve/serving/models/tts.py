@@ -9,13 +9,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from talkserve import spec
-from talkserve.audio import pad_to_frames
-from talkserve.emotion import parse_emotion, style
 from talkserve.models.voice import load_voice
+from talkserve.runtime.emotion import parse_emotion, style
+from talkserve.runtime.turns import Turns
 from talkserve.serving.triton import Metrics, ModelArgs, bls, run_each, scalar_bytes
 from talkserve.spec import TTSParams
 from talkserve.text import decode_text
-from talkserve.turns import Turns
+from talkserve.voice.audio import pad_to_frames
 
 
 class TritonPythonModel:

@@ -32,13 +32,16 @@ from prometheus_client import Counter, Histogram
 from tritonclient.utils import InferenceServerException
 
 from talkserve import spec
-from talkserve.inputs import History, _array_input, _bytes_input, request_inputs, voice_inputs
+from talkserve.client.chunk import Chunk
+from talkserve.client.conversation import Conversation
+from talkserve.client.inputs import History, _array_input, _bytes_input, request_inputs, voice_inputs
 from talkserve.text import DRAINING_MESSAGE as DRAINING
 from talkserve.text import OVERLOADED_MESSAGE as OVERLOADED
 from talkserve.video_codec import H264Decoder
 
 __all__ = [
     "MODEL",
+    "NO_RETRY",
     "OUTPUTS",
     "VOICE_MODEL",
     "VOICE_OUTPUTS",
@@ -58,7 +61,7 @@ VOICE_MODEL = spec.TALKING_HEAD_VOICE.name
 # PRs #7840/#8078); turn it on for NGC 25.x images.
 GRPC_ERROR_HEADERS = {"triton_grpc_error": "true"}
 CONVERSATION_HEADER = "conversation-id"
-ADMIN_HEADER = "talkserve-admin-key"  # talkserve.serve.ADMIN_HEADER (the client does not import the server)
+ADMIN_HEADER = "talkserve-admin-key"  # talkserve.server.serve.ADMIN_HEADER (the client does not import the server)
 RECEIPT = "talkserve-receipt"  # request id of the receipts sent on a reply's stream
 OUTPUTS = tuple(spec.TALKING_HEAD.output_names())  # what each streamed response carries
 VOICE_OUTPUTS = tuple(spec.TALKING_HEAD_VOICE.output_names())  # and what the server heard
@@ -105,21 +108,6 @@ class TalkError(RuntimeError):
     def __init__(self, status: str, message: str):
         super().__init__(f"{status}: {message}")
         self.status = status
-
-
-@dataclass
-class Chunk:
-    """One streamed response: part `part` of sentence `index` of the reply."""
-
-    index: int
-    part: int
-    text: str
-    audio: np.ndarray  # (samples,) float32
-    sample_rate: int
-    video: np.ndarray  # (frames, H, W, 3) uint8 RGB (with video_codec h264: decoded, unless decode_video=False)
-    seconds: float  # since the request was sent
-    user_text: str | None = None  # talking_head_voice: what the server recognised
-    h264: bytes = b""  # video_codec h264: this part's frames as Annex-B H.264 (a reply's parts form one stream)
 
 
 # Without `triton_grpc_error` (see TalkClient) a stream error is a message with no gRPC code.
@@ -329,9 +317,7 @@ class TalkClient:
 
     def conversation(self, avatar_id: str, conversation_id: str | None = None, history: History | None = None,
                      max_turns: int = 8):
-        """A multi-turn conversation whose history this client keeps (talkserve.conversation)."""
-        from talkserve.conversation import Conversation
-
+        """A multi-turn conversation whose history this client keeps (talkserve.client.conversation)."""
         return Conversation(self, avatar_id, conversation_id, history, max_turns)
 
     def is_ready(self) -> bool:

@@ -38,7 +38,7 @@ __all__ = ["ENSEMBLE", "VOICE_ENSEMBLE", "BuildContext", "Step", "build", "engin
 
 P = TypeVar("P", bound=spec.Params)
 
-SERVING_MODELS = Path(__file__).parent / "serving" / "models"
+SERVING_MODELS = Path(__file__).parents[1] / "serving" / "models"
 ENSEMBLE = spec.TALKING_HEAD.name
 VOICE_ENSEMBLE = spec.TALKING_HEAD_VOICE.name
 KEEP_RELEASES = 3

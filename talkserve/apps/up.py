@@ -16,8 +16,8 @@ IMAGE = "ghcr.io/talkserve/talkserve:0.1.0"  # k8s/images/Dockerfile, as the man
 
 
 def triton_args(exit_timeout: int = 45, admin_key: str | None = None) -> list[str]:
-    """The serving image's tritonserver flags (talkserve.serve holds the secure ones for every server)."""
-    from talkserve.serve import memory_flags, restricted_flags, secure_flags
+    """The serving image's tritonserver flags (talkserve.server.serve holds the secure ones for every server)."""
+    from talkserve.server.serve import memory_flags, restricted_flags, secure_flags
 
     key = admin_key or os.environ.get("TALKSERVE_ADMIN_KEY") or secrets.token_hex(16)
     return ["--model-repository=/models/current", *secure_flags(exit_timeout), *memory_flags(),
@@ -33,7 +33,7 @@ def container_spec(repository: Path, avatars: Path, image: str = IMAGE, gpu: boo
     """Keyword arguments for docker's `containers.run` (kept pure so it is testable without Docker)."""
     from docker.types import DeviceRequest
 
-    from talkserve.serve import SERVING_ENV
+    from talkserve.server.serve import SERVING_ENV
 
     root = Path(repository).absolute()
     if not (root / "current").exists():

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from talkserve.repository import engine_configs, has_engines
+from talkserve.server.repository import engine_configs, has_engines
 
 __all__ = ["Gpu", "check_plans", "node_problems", "nvidia_gpus", "plan_name", "plans_in"]
 

@@ -14,11 +14,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from talkserve.client import Chunk, TalkClient
-from talkserve.inputs import History
+from talkserve.client.chunk import Chunk
+from talkserve.client.inputs import History
+
+if TYPE_CHECKING:
+    from talkserve.client.talk import TalkClient
 
 
 class Conversation:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from talkserve.asr import ASR_SR, VAD_CHUNK, VoiceActivity
-from talkserve.audio import resample
 from talkserve.client import Chunk, TalkClient, TalkError
-from talkserve.conversation import Conversation
-from talkserve.media import Mp4Writer
+from talkserve.client.conversation import Conversation
+from talkserve.client.media import Mp4Writer
+from talkserve.voice.asr import ASR_SR, VAD_CHUNK, VoiceActivity
+from talkserve.voice.audio import resample
 
 
 @dataclass

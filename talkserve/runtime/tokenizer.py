@@ -87,7 +87,7 @@ def check_same_as_transformers(directory: str | Path) -> None:
     """The build's check: prompts and replies tokenise as transformers does for this directory."""
     from transformers import AutoTokenizer
 
-    from talkserve.generate import prompt_ids
+    from talkserve.runtime.generate import prompt_ids
 
     ours, theirs = ChatTokenizer(directory), AutoTokenizer.from_pretrained(directory)
     for messages in PROBES:

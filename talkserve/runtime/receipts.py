@@ -11,7 +11,7 @@ A reader that leaves early (its deadline passed, it closed the reply) says so (`
 flow): the reply stops at its next part rather than holding its stream slot for `timeout_s`.
 
 The stubs are separate processes (and `lipsync` may run several instances, each drawing any of a
-reply's sentences): small files per flow under the server's scratch directory (as talkserve.turns),
+reply's sentences): small files per flow under the server's scratch directory (as talkserve.runtime.turns),
 written by atomic rename — what the reader acknowledged, what was sent, whether it left.
 """
 
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from talkserve.turns import server_scratch
+from talkserve.runtime.turns import server_scratch
 
 IDLE_SECONDS = 600  # a flow untouched this long is forgotten
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from talkserve.client import Chunk, TalkClient
-from talkserve.conversation import Conversation
-from talkserve.media import Mp4Writer
+from talkserve.client.conversation import Conversation
+from talkserve.client.media import Mp4Writer
 
 STAGES = ("asr", "llm", "llm_decoder", "tts", "lipsync", "wav2lip")
 

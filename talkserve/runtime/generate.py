@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from talkserve.prefix_cache import Lookup, PrefixCache
+from talkserve.runtime.prefix_cache import Lookup, PrefixCache
 from talkserve.spec import KVLayout
 from talkserve.text import SentenceStream
 

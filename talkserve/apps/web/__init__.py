@@ -21,8 +21,8 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from talkserve.web.playout import ReplyAudio, ReplyVideo
-from talkserve.web.session import Session
+from talkserve.apps.web.playout import ReplyAudio, ReplyVideo
+from talkserve.apps.web.session import Session
 
 PAGE = Path(__file__).with_name("page.html")
 SILENT_BROWSER_S = 5.0  # the page sends a ping every second: this long without one, it is gone

@@ -17,9 +17,9 @@ import uuid
 
 import numpy as np
 
+from talkserve.apps.web.playout import RATE, Playout
 from talkserve.client import TalkClient, TalkError
-from talkserve.conversation import Conversation
-from talkserve.web.playout import RATE, Playout
+from talkserve.client.conversation import Conversation
 
 MAX_TALK_SECONDS = 30.0  # the server's longest utterance (asr.max_audio_seconds)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talkserve.audio import resample
 from talkserve.text import RequestError
+from talkserve.voice.audio import resample
 
 ASR_SR = 16000
 SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)

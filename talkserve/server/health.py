@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from talkserve.drain import is_draining
-from talkserve.repository import read_configs
+from talkserve.runtime.drain import is_draining
+from talkserve.server.repository import read_configs
 
 STUB = "triton_python_backend_stub"
 

@@ -34,8 +34,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from talkserve.runtime.turns import server_scratch
 from talkserve.text import OVERLOADED_MESSAGE
-from talkserve.turns import server_scratch
 
 NO_STREAM = ""  # a request that did not come through an entry model (a model called on its own)
 CLAIM_SECONDS = 10.0  # entry model → llm is milliseconds, or a queue behind llm's busy instances

@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from talkserve.runtime.turns import server_scratch
 from talkserve.text import DRAINING_MESSAGE
-from talkserve.turns import server_scratch
 
 MESSAGE = DRAINING_MESSAGE
 # Work in flight: requests queued in a scheduler, and requests a python model is executing.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import talkserve
-from talkserve.turns import remove_scratch, remove_stale_scratch
+from talkserve.runtime.turns import remove_scratch, remove_stale_scratch
 
 __all__ = ["ADMIN_APIS", "ADMIN_HEADER", "SERVING_ENV", "Ports", "Server", "ServerError", "command", "is_ready",
            "memory_flags", "restricted_flags", "secure_flags", "server_env"]
@@ -177,7 +177,7 @@ class Server:
         repo = Path(self.repository).resolve()
         if not repo.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist (run `talkserve build`)")
-        from talkserve.repository import has_engines
+        from talkserve.server.repository import has_engines
 
         if has_engines(repo):
             raise ServerError(f"{self.repository} holds TensorRT engines (built with --target gpu); the embedded "
@@ -231,8 +231,8 @@ class Server:
         return self.proc.returncode
 
     def drain(self, timeout: float) -> bool:
-        """Refuse new replies and wait up to `timeout` s for those in flight (talkserve.drain)."""
-        from talkserve.drain import drain
+        """Refuse new replies and wait up to `timeout` s for those in flight (talkserve.runtime.drain)."""
+        from talkserve.runtime.drain import drain
 
         return drain(self.proc.pid, f"http://127.0.0.1:{self.ports.metrics}/metrics", timeout)
 
