@@ -12,7 +12,7 @@ Torch-, OpenCV- and gRPC-free: every python stub and the client import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -86,6 +86,7 @@ class Tensor:
     dtype: DType
     dims: tuple[int, ...] = (1,)  # -1: any size
     optional: bool = False
+    doc: str = field(default="", compare=False)  # what a client reads in docs/contract.md
 
 
 def _strings(*names: str) -> tuple[Tensor, ...]:
@@ -247,19 +248,38 @@ def vocoder(num_mels: int = MEL_BINS) -> ModelSpec:
 
 
 # Optional request fields of both ensembles, all consumed by llm.
-OPTIONAL_INPUTS = (Tensor("max_new_tokens", "INT32", optional=True), Tensor("emotion", "STRING", optional=True),
-                   Tensor("conversation_id", "STRING", optional=True), Tensor("history", "STRING", optional=True),
-                   # a flow name: the client acknowledges the parts it takes (`ack`), so the server
-                   # computes ahead of its reader by at most `unread_parts` (talkserve.runtime.receipts)
-                   Tensor("receipts", "STRING", optional=True),
-                   # raw (default): `video` holds RGB frames; h264: `video_h264` holds them as Annex-B
-                   # H.264 (talkserve.video_codec), `video` none
-                   Tensor("video_codec", "STRING", optional=True))
+OPTIONAL_INPUTS = (
+    Tensor("max_new_tokens", "INT32", optional=True, doc="Reply length in tokens, 1..`llm.max_new_tokens_limit` "
+                                                         "(256); default `llm.max_new_tokens`"),
+    Tensor("emotion", "STRING", optional=True, doc="`neutral` (default), `happy`, `sad`, `angry`, `surprised`: "
+                                                   "steers the prompt, the voice and the portrait"),
+    Tensor("conversation_id", "STRING", optional=True,
+           doc="≤ 128 characters; a newer request in the same conversation supersedes this one (barge-in), "
+               "`cancel` stops it"),
+    Tensor("history", "STRING", optional=True,
+           doc='JSON list of earlier turns `[{"role": "user", "content": …}, {"role": "assistant", …}]`: '
+               "alternating, user first, assistant last; the prompt within `llm.max_prompt_tokens`"),
+    # a flow name: the client acknowledges the parts it takes (`ack`), so the server computes ahead
+    # of its reader by at most `unread_parts` (talkserve.runtime.receipts)
+    Tensor("receipts", "STRING", optional=True,
+           doc="≤ 128 characters, a flow name: the client acknowledges the parts it takes with `ack` requests; "
+               "the server computes at most `serving.unread_parts` ahead and gives up a flow silent for "
+               "`serving.unread_timeout_s`. `TalkClient` does this by default"),
+    # raw (default): `video` holds RGB frames; h264: `video_h264` holds them as Annex-B H.264
+    # (talkserve.video_codec), `video` none
+    Tensor("video_codec", "STRING", optional=True,
+           doc="`raw` (default): `video` holds RGB frames; `h264`: `video_h264` holds them as H.264 (Annex-B, "
+               "SPS/PPS in band, each sentence opens on an IDR frame), `video` none"))
 # One streamed response of talking_head.
-RESPONSE = (Tensor("reply_text", "STRING"), Tensor("chunk_index", "INT32"), Tensor("part_index", "INT32"),
-            Tensor("audio", "FP32", (-1,)), Tensor("sample_rate", "INT32"), Tensor("video", "UINT8", (-1, -1, -1, 3)),
-            Tensor("video_h264", "UINT8", (-1,)))
-USER_TEXT = Tensor("user_text", "STRING")  # talking_head_voice: what the server heard, on every response
+RESPONSE = (Tensor("reply_text", "STRING", doc="The sentence being spoken (UTF-8)"),
+            Tensor("chunk_index", "INT32", doc="Sentence index in the reply, from 0"),
+            Tensor("part_index", "INT32", doc="Part index within the sentence, from 0"),
+            Tensor("audio", "FP32", (-1,), doc="This part's speech, mono in [-1, 1]"),
+            Tensor("sample_rate", "INT32", doc="Of `audio` (22050 for the default voice)"),
+            Tensor("video", "UINT8", (-1, -1, -1, 3), doc="This part's frames, RGB at 25 fps, exactly as long as "
+                                                         "`audio` (none with `video_codec: h264`)"),
+            Tensor("video_h264", "UINT8", (-1,), doc="The same frames as H.264 Annex-B bytes (empty with `raw`)"))
+USER_TEXT = Tensor("user_text", "STRING", doc="talking_head_voice: what the server heard")
 # What llm streams with each sentence (name in llm → name in the ensemble): the sentence, and what
 # later steps need from the request (a step downstream of a decoupled one sees only its lineage).
 SENTENCE = {"reply_text": "sentence_text", "chunk_index": "sentence_index", "avatar_id": "sentence_avatar_id",
@@ -305,11 +325,13 @@ PARAMS_OF = {s.name: s.params for s in PYTHON_MODELS} | {"llm_decoder": OnnxPara
 
 # The ensembles: what a client sends and receives. An ensemble's tensors share one namespace, so the
 # utterance cannot be called `audio` like the reply's audio in each response.
-TALKING_HEAD = ModelSpec("talking_head", (Tensor("text", "STRING"), Tensor("avatar_id", "STRING"), *OPTIONAL_INPUTS),
-                         RESPONSE, decoupled=True)
+AVATAR_ID = Tensor("avatar_id", "STRING", doc="A registered avatar (`talkserve avatar add`)")
+TALKING_HEAD = ModelSpec("talking_head", (Tensor("text", "STRING", doc="The question, UTF-8, 1..1000 characters"),
+                                          AVATAR_ID, *OPTIONAL_INPUTS), RESPONSE, decoupled=True)
 TALKING_HEAD_VOICE = ModelSpec(
     "talking_head_voice",
-    (Tensor("user_audio", "FP32", (-1,)), Tensor("user_sample_rate", "INT32"), Tensor("avatar_id", "STRING"),
+    (Tensor("user_audio", "FP32", (-1,), doc="The spoken question, mono in [-1, 1], ≤ `asr.max_audio_seconds`"),
+     Tensor("user_sample_rate", "INT32", doc="Of `user_audio` (any rate; resampled to 16 kHz)"), AVATAR_ID,
      *OPTIONAL_INPUTS),
     (*RESPONSE, USER_TEXT), decoupled=True)
 ENSEMBLES = (TALKING_HEAD, TALKING_HEAD_VOICE)
