@@ -3,10 +3,12 @@
 Shows the whole request contract in one screen; `talkserve say` (talkserve/client/talk.py +
 talkserve/apps/speak.py) is the full client that writes an mp4.
 
-    python clients/stream_reply.py "Hello! Who are you?" --avatar sample --url 127.0.0.1:8001 [--video-codec h264]
+    python clients/stream_reply.py "Hello! Who are you?" --avatar sample --url 127.0.0.1:8001 [--video-codec raw]
 
-With `--video-codec h264` each response's `video_h264` holds its frames as H.264 (Annex-B); this
-script appends them to `--h264 FILE` (a reply's parts are one stream: `ffplay FILE` plays it).
+Each response's `video_h264` holds its frames as H.264 (Annex-B); this script appends them to
+`--h264 FILE` (a reply's parts are one stream: `ffplay FILE` plays it). H.264 by default: this client
+sends no read receipts, and a reply without them may be sent `serving.unreceipted_mb` (48 MB) of
+video in all — a whole reply as H.264, 2.4 s of raw 512² frames (docs/contract.md).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def main() -> None:
     ap.add_argument("text")
     ap.add_argument("--avatar", default="sample")
     ap.add_argument("--url", default="127.0.0.1:8001")
-    ap.add_argument("--video-codec", choices=["raw", "h264"], default="raw")
+    ap.add_argument("--video-codec", choices=["raw", "h264"], default="h264")
     ap.add_argument("--h264", default="reply.h264", help="where --video-codec h264 writes the stream")
     args = ap.parse_args()
 

@@ -204,6 +204,14 @@ class ServingRecipe(Strict):
                                 "holds in the server (unread_parts × this) does not grow with the portrait")
     unread_timeout_s: float = Field(
         10.0, gt=0, description="A reader that acknowledges nothing this long (it left or hung) is given up")
+    unreceipted_lead_s: float = Field(
+        1.5, gt=0, description="A reply without read receipts (a plain gRPC client) is computed at most this far "
+                               "ahead of its player's clock: never far ahead of real time")
+    unreceipted_mb: float = Field(
+        48.0, ge=0, description="Video (MB) a reply without read receipts may be sent in all: Triton 2.51 queues "
+                                "what a plain client does not read, so this bounds what a stalled one costs. Past "
+                                "it the reply stops with INVALID_ARGUMENT naming `receipts`. Raw 512² video is "
+                                "19.7 MB/s, H.264 ~0.07 MB/s; 0 = no limit")
 
     def resolved_avatar_db(self) -> Path:
         return avatar_db(self.avatar_db).absolute()

@@ -175,6 +175,10 @@ class LipsyncParams(Params):
                                                             "given up (its reader left or hung)")
     max_part_mb: float = Field(12.0, gt=0, description="Most raw video in one part: its frames are cut to fit the "
                                                        "portrait's size")
+    unreceipted_lead_s: float = Field(1.5, gt=0, description="No receipts: a part is computed only while the "
+                                                             "player has at most this much buffered")
+    unreceipted_mb: float = Field(48.0, ge=0, description="No receipts: video a reply may be sent in all before it "
+                                                          "stops with an error naming this limit; 0 = no limit")
 
 
 class AdmitParams(Params):
@@ -264,7 +268,9 @@ OPTIONAL_INPUTS = (
     Tensor("receipts", "STRING", optional=True,
            doc="≤ 128 characters, a flow name: the client acknowledges the parts it takes with `ack` requests; "
                "the server computes at most `serving.unread_parts` ahead and gives up a flow silent for "
-               "`serving.unread_timeout_s`. `TalkClient` does this by default"),
+               "`serving.unread_timeout_s`. `TalkClient` does this by default. Without it a reply is computed "
+               "at most `serving.unreceipted_lead_s` ahead of its player and ends after `serving.unreceipted_mb` "
+               "(48 MB) of video: a whole reply as H.264, 2.4 s of raw 512² frames"),
     # raw (default): `video` holds RGB frames; h264: `video_h264` holds them as Annex-B H.264
     # (talkserve.video_codec), `video` none
     Tensor("video_codec", "STRING", optional=True,

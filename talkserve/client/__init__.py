@@ -8,9 +8,11 @@ the runtime or the build is behind it (import-linter holds that).
 from talkserve.client.chunk import Chunk
 from talkserve.client.conversation import Conversation
 from talkserve.client.talk import (
+    MAX_RECEIVE_BYTES,
     MODEL,
     NO_RETRY,
     OUTPUTS,
+    RECEIPT,
     VOICE_MODEL,
     VOICE_OUTPUTS,
     RetryPolicy,
@@ -21,5 +23,6 @@ from talkserve.client.talk import (
     voice_inputs,
 )
 
-__all__ = ["MODEL", "NO_RETRY", "OUTPUTS", "VOICE_MODEL", "VOICE_OUTPUTS", "Chunk", "Conversation", "RetryPolicy",
-           "TalkClient", "TalkError", "request_inputs", "stream_error_status", "voice_inputs"]
+__all__ = ["MAX_RECEIVE_BYTES", "MODEL", "NO_RETRY", "OUTPUTS", "RECEIPT", "VOICE_MODEL", "VOICE_OUTPUTS", "Chunk",
+           "Conversation", "RetryPolicy", "TalkClient", "TalkError", "request_inputs", "stream_error_status",
+           "voice_inputs"]

@@ -40,9 +40,11 @@ from talkserve.text import OVERLOADED_MESSAGE as OVERLOADED
 from talkserve.video_codec import H264Decoder
 
 __all__ = [
+    "MAX_RECEIVE_BYTES",
     "MODEL",
     "NO_RETRY",
     "OUTPUTS",
+    "RECEIPT",
     "VOICE_MODEL",
     "VOICE_OUTPUTS",
     "Chunk",

@@ -172,7 +172,8 @@ def lipsync_step(root: Path, recipe: Recipe, ctx: BuildContext) -> None:
         degrade=recipe.lipsync.degrade, first_part_frames=w.first_part_frames, part_frames=w.part_frames,
         batch_frames=w.batch_frames, stream_lease_seconds=recipe.serving.stream_lease_seconds,
         unread_parts=recipe.serving.unread_parts, unread_timeout_s=recipe.serving.unread_timeout_s,
-        max_part_mb=recipe.serving.max_part_mb),
+        max_part_mb=recipe.serving.max_part_mb, unreceipted_lead_s=recipe.serving.unreceipted_lead_s,
+        unreceipted_mb=recipe.serving.unreceipted_mb),
         recipe.lipsync.instances)
 
 

@@ -19,7 +19,8 @@ def receipts_server(built, tmp_path_factory):
 
     _, current = built
     root = edited_copy(current, tmp_path_factory.mktemp("receipts"),
-                       lipsync={"unread_parts": UNREAD, "unread_timeout_s": TIMEOUT})
+                       # no byte budget for replies without receipts: the same whole raw reply both ways
+                       lipsync={"unread_parts": UNREAD, "unread_timeout_s": TIMEOUT, "unreceipted_mb": 0})
     srv = Server(root, Ports.free(), log=root.parent / "tritonserver.log").start()
     yield srv
     assert srv.stop() == 0

@@ -41,6 +41,7 @@ from talkserve.runtime.admission import NO_STREAM, Streams
 from talkserve.runtime.emotion import grade_frames, parse_emotion, style
 from talkserve.runtime.receipts import ReaderGone, Receipts
 from talkserve.runtime.turns import NO_TURN, Turns
+from talkserve.runtime.unreceipted import OverBudget, charge, paced, stopped_flow
 from talkserve.serving.triton import (
     Metrics,
     ModelArgs,
@@ -86,6 +87,7 @@ class TritonPythonModel:
         self.seats = Seats(self.batcher, p.fps)  # sentences drawing with Wav2Lip at once
         self.order = InOrder(timeout_s=self.streams.lease_seconds)
         self.receipts, self.unread, self.unread_timeout = Receipts(), p.unread_parts, p.unread_timeout_s
+        self.lead_s, self.unreceipted_bytes = p.unreceipted_lead_s, p.unreceipted_mb * 1e6
         m = self.metrics = Metrics(self.args.name)
         # which instance drew what: the scheduler spreads sentences, InOrder keeps each stream's order
         self.sentences = m.counters_by("talkserve_lipsync_sentences_total", "Sentences drawn, by model instance",
@@ -102,6 +104,8 @@ class TritonPythonModel:
         self.chunks = m.counter("talkserve_chunks_streamed_total", "Responses streamed to clients")
         self.given_up = m.counter("talkserve_lipsync_readers_given_up_total",
                                   "Replies stopped because their reader acknowledged nothing for unread_timeout_s")
+        self.over_budget = m.counter("talkserve_lipsync_unreceipted_stopped_total",
+                                     "Replies without read receipts stopped at serving.unreceipted_mb of video")
         self.encode_seconds = m.counter("talkserve_lipsync_h264_encode_seconds_total",
                                         "Seconds spent encoding parts to H.264 (requests with video_codec h264)")
         self.encoded_bytes = m.counter("talkserve_lipsync_h264_bytes_total", "H.264 bytes streamed")
@@ -114,11 +118,27 @@ class TritonPythonModel:
             self.batch_hist.observe(len(mel))
             return wav2lip(mel, face)  # under ipc: beside the sends, a reply was left unfinished at shutdown
 
-    def _live(self, request, turn: str, flow: str) -> bool:
-        """Not cancelled, not superseded (barge-in), and its reader has not said it left."""
+    def _live(self, request, turn: str, flow: str, stream: str = NO_STREAM) -> bool:
+        """Not cancelled, not superseded (barge-in), its reader has not said it left, and (no receipts)
+        it has not been stopped at its byte budget."""
         with self.ipc:
             cancelled = request.is_cancelled()
-        return not cancelled and self.turns.is_current(turn) and not (flow and self.receipts.left(flow))
+        return (not cancelled and self.turns.is_current(turn) and not (flow and self.receipts.left(flow))
+                and not (stream != NO_STREAM and self.receipts.left(stopped_flow(stream))))
+
+    def _charge(self, stream: str, part_bytes: int, where: str) -> None:
+        """Count a part of a stream without receipts against its budget; past it, stop every stage's
+        work on the reply (llm reads the same mark) and end it here (Stopped)."""
+        sent = int(self.streams.kept(stream, "unreceipted_bytes") or 0)
+        try:
+            self.streams.keep(stream, "unreceipted_bytes", str(charge(sent, part_bytes, self.unreceipted_bytes, where)))
+        except OverBudget as e:
+            self.receipts.leave(stopped_flow(stream))  # llm and every lipsync instance stop the reply
+            self.streams.release(stream)  # and its slot is free now (the ensemble forwards nothing more)
+            with self.ipc:
+                self.over_budget.increment(1)
+                pb_utils.Logger.log_warn(f"lipsync: stream {stream[:8]}: {e}")
+            raise Stopped from None
 
     def _room(self, flow: str, live) -> bool:
         """Whether the next part of `flow` may be computed: once its reader has taken all but
@@ -223,7 +243,7 @@ class TritonPythonModel:
             return
 
         def live() -> bool:
-            return self._live(request, turn, flow)
+            return self._live(request, turn, flow, stream)
 
         def generate(mel, face):  # checked before each part's compute, so a stop wastes none
             if not live():
@@ -263,9 +283,14 @@ class TritonPythonModel:
                                               self.fps, first, rest, lambda: self._budget(stream, clock))
                 else:
                     parts = animate(audio, rate, avatar, generate, self.fps, first, rest)
+            unreceipted = not flow and stream != NO_STREAM
             while True:
                 if flow and not self._room(flow, live):
                     return
+                if unreceipted and clock.first_at is not None:
+                    with released(self.ipc):
+                        if not paced(clock.buffered, self.lead_s, live):
+                            return
                 computed = time.monotonic()  # the pace is the compute's: not the wait for the reader's room
                 with released(self.ipc):  # the frames: compute, and the generator call (which takes ipc)
                     part = next(parts, None)
@@ -288,6 +313,8 @@ class TritonPythonModel:
                     self.streams.keep(stream, "clock", clock.dumps())
                 with released(self.ipc):
                     video, coded = self._video(grade_frames(part.frames, avatar.box, look), encoder)
+                if unreceipted:
+                    self._charge(stream, video.nbytes + coded.nbytes, f"sentence {index[0]} part {part.index}")
                 response = pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor("reply_text", text), pb_utils.Tensor("chunk_index", index),
                     pb_utils.Tensor("part_index", np.array([part.index], np.int32)),

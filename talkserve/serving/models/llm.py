@@ -20,6 +20,7 @@ from talkserve.runtime.receipts import Receipts
 from talkserve.runtime.spoken import REASONS, clean_for_speech
 from talkserve.runtime.tokenizer import ChatTokenizer
 from talkserve.runtime.turns import Turns, server_scratch
+from talkserve.runtime.unreceipted import stopped_flow
 from talkserve.serving.triton import Metrics, ModelArgs, apply_cpu_nice, bls, optional_input, scalar_bytes, stream_each
 from talkserve.spec import LLMParams
 from talkserve.text import RequestError, decode_history, decode_text
@@ -145,7 +146,8 @@ class TritonPythonModel:
 
         def step(feeds):
             nonlocal first
-            stopped = not self.turns.is_current(turn) or (receipts and self.receipts.left(receipts))
+            stopped = (not self.turns.is_current(turn) or (receipts and self.receipts.left(receipts))
+                       or self.receipts.left(stopped_flow(stream)))  # lipsync stopped it at its byte budget
             if request.is_cancelled() or stopped:
                 raise Cancelled
             out = bls("llm_decoder", feeds, self.decoder_outputs)
