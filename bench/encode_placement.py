@@ -153,13 +153,13 @@ def main() -> None:
     from talkserve.server.serve import Ports, Server
 
     raw_part = 15 * 512 * 512 * 3
-    with tempfile.TemporaryDirectory(prefix="talkserve-encode-") as tmp:
-        with Server(repository(Path(tmp)), Ports.free(), log=Path(tmp) / "tritonserver.log") as server:
-            url = f"127.0.0.1:{server.ports.grpc}"
-            report = {}
-            for _ in range(2):  # alternate the two, twice: neither gets a quieter machine
-                for mode in ("inline", "separate"):
-                    report.setdefault(mode, []).append(run(url, mode, args.sentences, args.parts))
+    report: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="talkserve-encode-") as tmp, \
+            Server(repository(Path(tmp)), Ports.free(), log=Path(tmp) / "tritonserver.log") as server:
+        url = f"127.0.0.1:{server.ports.grpc}"
+        for _ in range(2):  # alternate the two, twice: neither gets a quieter machine
+            for mode in ("inline", "separate"):
+                report.setdefault(mode, []).append(run(url, mode, args.sentences, args.parts))
     summary = {m: {k: statistics.mean(r[k] for r in runs) for k in runs[0]} for m, runs in report.items()}
     summary["inline"]["raw_bytes_between_processes_per_part"] = 0
     summary["separate"]["raw_bytes_between_processes_per_part"] = 2 * raw_part  # stub → server → encoder stub
